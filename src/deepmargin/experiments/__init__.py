@@ -1,0 +1,1 @@
+"""Studies assembled from the library: the demo and the paper's sweeps."""

@@ -1,0 +1,84 @@
+"""Multiclass hinge loss, the paper's second baseline (hinge plus a small cross-entropy weight)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_logits_target, check_positive, check_reduction, param_error
+
+__all__ = ["multiclass_hinge_loss", "MulticlassHingeLoss"]
+
+OWNER = "multiclass_hinge_loss"
+
+
+def multiclass_hinge_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    margin: float = 1.0,
+    aggregation: str = "sum",
+    ce_weight: float = 0.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Multiclass hinge loss on logits, optionally plus a weighted cross-entropy.
+
+    .. math::
+
+        \ell(f, y) = \mathcal{A}_{i \ne y} \max(0, m - (f_y - f_i)) + \lambda\,\mathrm{CE}(f, y)
+
+    with ``A`` the sum over classes (Weston & Watkins; torch's ``MultiMarginLoss`` times ``C``) or
+    the max (Crammer & Singer).
+
+    Args:
+        logits: ``(N, C)`` scores. target: int64 ``(N,)``.
+        margin: the output margin ``m`` > 0. Default 1.
+        aggregation: ``'sum'`` (default) or ``'max'`` over the rival classes.
+        ce_weight: weight ``lambda`` >= 0 of the cross-entropy term. Default 0.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+
+    Shape: logits ``(N, C)``, target ``(N,)`` -> scalar, or ``(N,)`` with ``reduction='none'``.
+
+    Example::
+
+        >>> import torch
+        >>> multiclass_hinge_loss(torch.tensor([[2.0, 0.5, 0.0]]), torch.tensor([0]))
+        tensor(0.)
+
+    Reference: Elsayed et al. (2018), Sec. 4.2, baseline "hinge loss combined with a small weight
+    of cross-entropy".
+    """
+    target = check_logits_target(logits, target, OWNER)
+    margin = check_positive(margin, OWNER, "margin")
+    ce_weight = check_positive(ce_weight, OWNER, "ce_weight", allow_zero=True)
+    check_reduction(reduction, OWNER)
+    if aggregation not in ("sum", "max"):
+        raise param_error(OWNER, "aggregation", "one of 'sum', 'max'", aggregation)
+    true_score = logits.gather(1, target[:, None])
+    viol = F.relu(margin - (true_score - logits))
+    viol = viol.masked_fill(F.one_hot(target, logits.shape[1]).bool(), 0.0)
+    loss = viol.sum(dim=1) if aggregation == "sum" else viol.amax(dim=1)
+    if ce_weight:
+        loss = loss + ce_weight * F.cross_entropy(logits, target, reduction="none")
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+class MulticlassHingeLoss(nn.Module):
+    """Module form of :func:`multiclass_hinge_loss`; call it as ``criterion(logits, target)``."""
+
+    def __init__(self, margin: float = 1.0, *, aggregation: str = "sum", ce_weight: float = 0.0,
+                 reduction: str = "mean") -> None:
+        super().__init__()
+        self.margin = check_positive(margin, "MulticlassHingeLoss", "margin")
+        self.aggregation = aggregation
+        self.ce_weight = check_positive(ce_weight, "MulticlassHingeLoss", "ce_weight", allow_zero=True)
+        self.reduction = check_reduction(reduction, "MulticlassHingeLoss")
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return multiclass_hinge_loss(logits, target, margin=self.margin, aggregation=self.aggregation,
+                                     ce_weight=self.ce_weight, reduction=self.reduction)

@@ -1,0 +1,1 @@
+"""Margin and robustness metrics."""
