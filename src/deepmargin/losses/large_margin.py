@@ -211,16 +211,16 @@ def linearized_distances(
 
     create_graph = not approximate
     if exact_per_sample:
-        grads = _per_sample_grads(diff, layers, create_graph)
+        norms = _per_sample_grad_norms(diff, layers, q, create_graph)
     elif grad_method == "batched":
-        grads = _batched_grads(diff, layers, create_graph)
+        norms = _batched_grad_norms(diff, layers, q, create_graph)
     else:
-        grads = _looped_grads(diff, layers, create_graph)
+        norms = _looped_grad_norms(diff, layers, q, create_graph)
 
     distances = []
-    for grads_l, w in zip(grads, weights):
-        # grads_l: (k, N, D) -> dual norm per sample and class -> (N, k)
-        g_norm = torch.linalg.vector_norm(grads_l, ord=q, dim=2).t() / w
+    for g_norm, w in zip(norms, weights):
+        # g_norm: (N, k) dual norms of the gradients of diff at this layer
+        g_norm = g_norm / w
         if approximate:
             g_norm = g_norm.detach()
         distances.append(diff / (g_norm + epsilon))
@@ -254,25 +254,36 @@ def _unused_layer_error(index: int) -> ValueError:
     )
 
 
-def _looped_grads(diff: torch.Tensor, layers: list[torch.Tensor], create_graph: bool) -> list[torch.Tensor]:
-    """One backward pass per candidate class, all layers at once -> per layer (k, N, D)."""
+def _dual_norm(g: torch.Tensor, q: float, batch_dims: int) -> torch.Tensor:
+    """l_q norm over all but the first ``batch_dims`` dimensions."""
+    return torch.linalg.vector_norm(g.flatten(batch_dims), ord=q, dim=batch_dims)
+
+
+def _looped_grad_norms(
+    diff: torch.Tensor, layers: list[torch.Tensor], q: float, create_graph: bool
+) -> list[torch.Tensor]:
+    """One backward pass per candidate class, all layers at once -> per layer (N, k) norms.
+
+    Each class's gradients are reduced to their norms at once, so only one class's gradients are
+    alive at a time.
+    """
     k = diff.shape[1]
-    per_class = []
+    per_class: list[list[torch.Tensor]] = [[] for _ in layers]
     for j in range(k):
-        g = torch.autograd.grad(
+        grads = torch.autograd.grad(
             diff[:, j].sum(), layers, retain_graph=True, create_graph=create_graph, allow_unused=True
         )
-        per_class.append(g)
-    out = []
-    for l, h in enumerate(layers):
-        if per_class[0][l] is None:
-            raise _unused_layer_error(l)
-        out.append(torch.stack([g[l].reshape(h.shape[0], -1) for g in per_class], dim=0))
-    return out
+        for l, g in enumerate(grads):
+            if g is None:
+                raise _unused_layer_error(l)
+            per_class[l].append(_dual_norm(g, q, 1))
+    return [torch.stack(cols, dim=1) for cols in per_class]
 
 
-def _batched_grads(diff: torch.Tensor, layers: list[torch.Tensor], create_graph: bool) -> list[torch.Tensor]:
-    """All candidate classes in one vmapped backward (``is_grads_batched``) -> per layer (k, N, D)."""
+def _batched_grad_norms(
+    diff: torch.Tensor, layers: list[torch.Tensor], q: float, create_graph: bool
+) -> list[torch.Tensor]:
+    """All candidate classes in one vmapped backward (``is_grads_batched``) -> per layer (N, k) norms."""
     n, k = diff.shape
     eye = torch.eye(k, dtype=diff.dtype, device=diff.device)
     grad_outputs = eye[:, None, :].expand(k, n, k)
@@ -281,25 +292,31 @@ def _batched_grads(diff: torch.Tensor, layers: list[torch.Tensor], create_graph:
         allow_unused=True, is_grads_batched=True,
     )
     out = []
-    for l, (g, h) in enumerate(zip(grads, layers)):
+    for l, g in enumerate(grads):
         if g is None:
             raise _unused_layer_error(l)
-        out.append(g.reshape(k, h.shape[0], -1))
+        out.append(_dual_norm(g, q, 2).t())
     return out
 
 
-def _per_sample_grads(
-    diff: torch.Tensor, layers: list[torch.Tensor], create_graph: bool, chunk: int = 64
+def _per_sample_grad_norms(
+    diff: torch.Tensor, layers: list[torch.Tensor], q: float, create_graph: bool, chunk: int = 64
 ) -> list[torch.Tensor]:
-    """Gradient of each ``diff[n, j]`` alone with respect to ``h_l[n]`` (no cross-sample terms)."""
+    """Norm of the gradient of each ``diff[n, j]`` alone with respect to ``h_l[n]``.
+
+    (N x k) vmapped backward passes in chunks; no cross-sample terms even when the forward pass
+    couples samples (batch norm in training mode).
+    """
     n, k = diff.shape
-    pairs = torch.arange(n * k, device=diff.device)
+    device = diff.device
+    pairs = torch.arange(n * k, device=device)
     blocks: list[list[torch.Tensor]] = [[] for _ in layers]
     for start in range(0, n * k, chunk):
         idx = pairs[start:start + chunk]
         m = idx.numel()
-        grad_outputs = torch.zeros(m, n * k, dtype=diff.dtype, device=diff.device)
-        grad_outputs[torch.arange(m, device=diff.device), idx] = 1
+        rows = torch.arange(m, device=device)
+        grad_outputs = torch.zeros(m, n * k, dtype=diff.dtype, device=device)
+        grad_outputs[rows, idx] = 1
         grads = torch.autograd.grad(
             diff, layers, grad_outputs=grad_outputs.view(m, n, k), retain_graph=True,
             create_graph=create_graph, allow_unused=True, is_grads_batched=True,
@@ -308,13 +325,9 @@ def _per_sample_grads(
         for l, g in enumerate(grads):
             if g is None:
                 raise _unused_layer_error(l)
-            # row r of this chunk is sample idx[r] // k: keep only that sample's slice
-            blocks[l].append(g[torch.arange(m, device=diff.device), sample].reshape(m, -1))
-    out = []
-    for l in range(len(layers)):
-        flat = torch.cat(blocks[l], dim=0)  # (n * k, D), ordered (sample, class)
-        out.append(flat.view(n, k, -1).transpose(0, 1))
-    return out
+            # row r of this chunk belongs to sample idx[r] // k: keep only that sample's slice
+            blocks[l].append(_dual_norm(g[rows, sample], q, 1))
+    return [torch.cat(b).view(n, k) for b in blocks]
 
 
 class LargeMarginLoss(torch.nn.Module):
