@@ -1,1 +1,41 @@
-"""Datasets read from local files (MNIST IDX, CIFAR pickles), the bundled digits, 2-D toy sets, label noise and subsets."""
+"""Datasets read from local files (MNIST IDX, CIFAR pickles), the bundled digits, 2-D toy sets, label noise and subsets.
+
+Example:
+    >>> from deepmargin.data import load_dataset, make_loader
+    >>> bundle = load_dataset("digits", val_size=0.1, train_fraction=0.5, label_noise=0.2, seed=0)
+    >>> xb, yb = next(iter(make_loader(bundle.train, batch_size=32, shuffle=True, seed=0)))
+    >>> tuple(xb.shape)
+    (32, 1, 8, 8)
+"""
+
+from .datasets import DATA_ENV_VAR, DATASETS, DIGITS_TEST_FRACTION, DIGITS_TEST_SEED, TOY_DEFAULTS, load_dataset
+from .errors import DatasetFileError
+from .files import CIFAR10_FILES, IDX_FILES, read_cifar10_batch, read_idx
+from .loaders import make_loader
+from .noise import corrupt_labels
+from .splits import stratified_order, stratified_split, subsample
+from .toy import make_moons, make_spirals
+from .types import DataBundle, Split
+
+__all__ = [
+    "CIFAR10_FILES",
+    "DATASETS",
+    "DATA_ENV_VAR",
+    "DIGITS_TEST_FRACTION",
+    "DIGITS_TEST_SEED",
+    "IDX_FILES",
+    "TOY_DEFAULTS",
+    "DataBundle",
+    "DatasetFileError",
+    "Split",
+    "corrupt_labels",
+    "load_dataset",
+    "make_loader",
+    "make_moons",
+    "make_spirals",
+    "read_cifar10_batch",
+    "read_idx",
+    "stratified_order",
+    "stratified_split",
+    "subsample",
+]

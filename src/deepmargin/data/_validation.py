@@ -1,0 +1,63 @@
+"""Small argument checks shared by the data modules (scikit-learn error template)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["check_fraction", "check_seed", "derive_seed", "is_int", "is_nonnegative_real"]
+
+
+def is_int(value: object) -> bool:
+    """Whether ``value`` is an integer that is not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_nonnegative_real(value: object) -> bool:
+    """Whether ``value`` is a finite real number ``>= 0`` (not a bool)."""
+    return _is_real(value) and bool(np.isfinite(float(value))) and float(value) >= 0.0  # type: ignore[arg-type]
+
+
+def check_fraction(value: object, *, name: str, owner: str, low_open: bool, high_open: bool) -> float:
+    """Return ``value`` as a float after checking it lies in the stated interval.
+
+    Args:
+        value: the user's value.
+        name: parameter name used in the message.
+        owner: function name used in the message.
+        low_open: whether 0 is excluded.
+        high_open: whether 1 is excluded.
+    """
+    interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
+    ok = _is_real(value) and np.isfinite(float(value))
+    if ok:
+        v = float(value)
+        ok = (v > 0.0 if low_open else v >= 0.0) and (v < 1.0 if high_open else v <= 1.0)
+    if not ok:
+        raise ValueError(f"The '{name}' parameter of {owner} must be a float in {interval}. Got {value!r} instead.")
+    return float(value)
+
+
+def check_seed(seed: object, *, owner: str) -> int:
+    """Return ``seed`` after checking it is a non-negative int."""
+    message = f"The 'seed' parameter of {owner} must be a non-negative int. Got {seed!r} instead."
+    if not is_int(seed):
+        raise TypeError(message)
+    if int(seed) < 0:  # type: ignore[call-overload]
+        raise ValueError(message)
+    return int(seed)  # type: ignore[call-overload]
+
+
+def derive_seed(seed: int, stage: int) -> int:
+    """An independent 32-bit seed for one stage of a seeded pipeline.
+
+    Different ``stage`` values give statistically independent streams for the same ``seed``
+    (``numpy.random.SeedSequence`` hashing), so e.g. the validation split and the label noise
+    never share random numbers.
+    """
+    return int(np.random.SeedSequence([seed, stage]).generate_state(1)[0])
