@@ -1,0 +1,102 @@
+"""The ``deepmargin`` command: one subcommand per module of :mod:`deepmargin.cli`.
+
+Each subcommand module exposes ``add_parser(subparsers)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+
+#: Subcommand modules, in the order ``--help`` lists them. Missing optional ones are skipped.
+SUBCOMMANDS = ("train", "evaluate", "attack", "demo", "layers")
+
+#: Errors that come from bad user input; they are reported in one line instead of a traceback.
+USER_ERRORS = (ValueError, TypeError, OSError)
+
+_package = "deepmargin"
+
+
+def _load(name: str) -> ModuleType | None:
+    module_name = f"{__package__}.{name}"
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:  # the subcommand module itself is not there (yet)
+            return None
+        raise
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+    """The argument parser and a map from subcommand name to its module."""
+    parser = argparse.ArgumentParser(
+        prog="deepmargin",
+        description="Large-margin training of deep classifiers (Elsayed et al. 2018) and margin/robustness measurement.",
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: tracebacks on errors)")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules: dict[str, ModuleType] = {}
+    for name in SUBCOMMANDS:
+        module = _load(name)
+        if module is None:
+            continue
+        before = set(subparsers.choices)
+        module.add_parser(subparsers)
+        for added in set(subparsers.choices) - before:
+            modules[added] = module
+    return parser, modules
+
+
+def _configure_logging(verbose: int, quiet: bool) -> tuple[logging.Handler, int]:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s" if level > logging.DEBUG else "%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    logger = logging.getLogger(_package)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    return handler, previous
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``deepmargin`` command line; returns the exit status (0 on success).
+
+    Errors caused by the input (bad options, missing files, a configuration that does not
+    match the run being resumed) print one line ``deepmargin COMMAND: error: ...`` and return 2.
+
+    Example:
+        >>> main(["layers", "--model", "mlp", "--input-shape", "2"])  # doctest: +SKIP
+    """
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    handler, previous_level = _configure_logging(args.verbose, args.quiet)
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except USER_ERRORS as exc:
+        if args.verbose >= 2:
+            raise
+        print(f"deepmargin {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"deepmargin {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        logger = logging.getLogger(_package)
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+        handler.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""``deepmargin train``: train a model with cross-entropy, hinge or the large-margin loss."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ._common import positive_float, positive_int, print_layer_table, unit_float
+
+HELP = "train a model (cross-entropy, hinge or large margin); writes metrics and checkpoints to --out"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``train`` subcommand."""
+    from ..data import DATASETS
+    from ..models import MODELS
+    from ..training.config import AGGREGATIONS, LOSSES, LR_SCHEDULES, OPTIMIZERS, SCORES
+
+    p = subparsers.add_parser(
+        "train",
+        help=HELP,
+        description=HELP + ". Options not given take their values from --config (if given) and then "
+        "from the defaults of deepmargin.training.TrainConfig.",
+    )
+    p.add_argument("--config", type=Path, help="JSON file with TrainConfig fields (e.g. a run's config.json)")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/DATASET-MODEL-LOSS-seedSEED)")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
+                   help="continue from OUT/last.pt (default: when it exists and the configuration matches)")
+    p.add_argument("--overwrite", action="store_true", help="with --no-resume: delete an existing run in OUT")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: only when stderr is a terminal)")
+    p.add_argument("--list-layers", action="store_true", help="print the model's layer names and shapes, then exit")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--data", "--dataset", dest="dataset", choices=DATASETS, help="dataset (default digits)")
+    g.add_argument("--data-root", help="folder with the MNIST/Fashion-MNIST/CIFAR-10 files")
+    g.add_argument("--val-size", type=unit_float, help="validation fraction of the training set")
+    g.add_argument("--train-fraction", type=positive_float, help="fraction of the training set used, in (0, 1]")
+    g.add_argument("--label-noise", type=unit_float, help="fraction of training labels flipped, in [0, 1)")
+    g.add_argument("--n-samples", type=positive_int, help="toy sets: number of points")
+    g.add_argument("--data-noise", type=float, help="toy sets: noise level")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=MODELS, help="architecture (default digits_cnn)")
+    g.add_argument("--dropout", type=unit_float, help="dropout probability (model option)")
+    g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None, help="batch norm (model option)")
+    g.add_argument("--hidden-sizes", type=positive_int, nargs="+", metavar="N", help="mlp: hidden layer widths")
+    g.add_argument("--model-kwargs", type=json.loads, metavar="JSON", help='other model options, e.g. \'{"width": 8}\'')
+
+    g = p.add_argument_group("loss")
+    g.add_argument("--loss", choices=LOSSES, help="ce, hinge (+ small CE) or margin (+ ce_weight CE); default ce")
+    g.add_argument("--hinge-margin", type=positive_float, help="hinge: output margin")
+    g.add_argument("--hinge-ce-weight", type=float, help="hinge: weight of the cross-entropy term")
+    g.add_argument("--layers", nargs="+", metavar="NAME",
+                   help="margin layers ('input' and names from --list-layers); default input + all hidden layers")
+    g.add_argument("--gamma", type=positive_float, nargs="+", metavar="G", help="margin (one value, or one per layer)")
+    g.add_argument("--alpha", type=positive_float, help="cap the penalty at alpha * gamma (default: no cap)")
+    g.add_argument("--top-k", type=positive_int, help="rival classes per sample")
+    g.add_argument("--norm", help="p of the l_p distance: 1, 2, inf or a real >= 1")
+    g.add_argument("--aggregation", choices=AGGREGATIONS, help="max (worst class) or sum over the top-k classes")
+    g.add_argument("--exact", dest="approximate", action="store_false", default=None,
+                   help="differentiate through the gradient norm (second order) instead of the first-order approximation")
+    g.add_argument("--scores", choices=SCORES, help="margin on logits or on softmax probabilities")
+    g.add_argument("--layer-weights", type=positive_float, nargs="+", metavar="W", help="per-layer norm weights")
+    g.add_argument("--epsilon", type=positive_float, help="added to the gradient norm")
+    g.add_argument("--margin-weight", type=float, help="weight of the margin term")
+    g.add_argument("--ce-weight", type=float, help="margin: weight of the cross-entropy term")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (momentum), rmsprop or adam; default adam")
+    g.add_argument("--lr", type=positive_float, help="learning rate")
+    g.add_argument("--momentum", type=float, help="momentum (default 0.9 for sgd, 0 for rmsprop)")
+    g.add_argument("--weight-decay", type=float, help="L2 weight decay")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="per-epoch learning-rate decay")
+    g.add_argument("--lr-decay", type=positive_float, help="decay factor of the step/exponential schedules")
+    g.add_argument("--lr-step", type=positive_int, help="epochs between decays of the step schedule")
+    g.add_argument("--grad-clip", type=positive_float, help="maximum gradient norm")
+    g.add_argument("--epochs", type=positive_int, help="number of epochs")
+    g.add_argument("--batch-size", type=positive_int, help="training batch size")
+    g.add_argument("--eval-batch-size", type=positive_int, help="evaluation batch size")
+    g.add_argument("--seed", type=int, help="seed of data split, noise, init and shuffling")
+    g.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default cpu)")
+    g.add_argument("--threads", type=positive_int,
+                   help="torch CPU threads (default: torch's choice; 1 is often fastest for the small models)")
+    _add_default_help(p)
+    return p
+
+
+def _add_default_help(parser: argparse.ArgumentParser) -> None:
+    """Append TrainConfig's default to the help of every option that sets a config field."""
+    from ..training import TrainConfig
+
+    defaults = TrainConfig().to_dict()
+    for action in parser._actions:
+        value = defaults.get(action.dest)
+        if value is not None and action.dest != "approximate" and action.help and "default" not in action.help:
+            action.help += f" (default: {value})"
+
+
+_MODEL_OPTION_KEYS = ("dropout", "batch_norm", "hidden_sizes")
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`TrainConfig` given by ``--config`` and the explicit command-line options."""
+    from ..training import TrainConfig
+
+    values: dict[str, Any] = {}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise FileNotFoundError(f"The --config file {str(args.config)!r} does not exist.")
+        try:
+            values.update(json.loads(args.config.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"The --config file {str(args.config)!r} is not valid JSON: {exc}") from exc
+    model_kwargs = dict(values.get("model_kwargs") or {})
+    if args.model_kwargs is not None:
+        if not isinstance(args.model_kwargs, dict):
+            raise ValueError(f"The --model-kwargs option must be a JSON object. Got {args.model_kwargs!r} instead.")
+        model_kwargs.update(args.model_kwargs)
+    for key in _MODEL_OPTION_KEYS:
+        value = getattr(args, key)
+        if value is not None:
+            model_kwargs[key] = value
+    values["model_kwargs"] = model_kwargs
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "model_kwargs" or not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        if value is not None:
+            values[f.name] = value
+    gamma = values.get("gamma")
+    if isinstance(gamma, list) and len(gamma) == 1:
+        values["gamma"] = gamma[0]
+    return TrainConfig.from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train according to ``args``; print a short summary."""
+    from ..training import train
+
+    config = config_from_args(args)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.list_layers:
+        from ..data import load_dataset
+        from ..models import build_model
+
+        bundle = load_dataset(config.dataset, root=config.data_root, seed=config.seed, n_samples=config.n_samples,
+                              noise=config.data_noise)
+        model = build_model(config.model, num_classes=bundle.num_classes, input_shape=bundle.input_shape,
+                            **config.model_kwargs)
+        print_layer_table(model, bundle.input_shape)
+        return 0
+    out = args.out or Path("runs") / f"{config.dataset}-{config.model}-{config.loss}-seed{config.seed}"
+    result = train(config, out, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
+    last = result.history[-1] if result.history else {}
+    print(f"run directory     {out}")
+    if result.resumed_from:
+        print(f"resumed from      epoch {result.resumed_from}")
+    print(f"epochs            {len(result.history)}")
+    print(f"train accuracy    {last.get('train_acc', float('nan')):.4f}")
+    if result.best_val_acc is not None:
+        print(f"best val accuracy {result.best_val_acc:.4f} (epoch {result.best_epoch})")
+    print(f"test accuracy     {result.test_acc:.4f} (last epoch), {result.test_acc_best:.4f} (best.pt)")
+    return 0

@@ -1,0 +1,62 @@
+"""Argument checks shared by the model constructors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def check_num_classes(num_classes: object, owner: str) -> int:
+    """Return ``num_classes`` if it is an int >= 2, else raise."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(
+            f"The 'num_classes' parameter of {owner} must be an int >= 2. "
+            f"Got {num_classes!r} instead."
+        )
+    if num_classes < 2:
+        raise ValueError(
+            f"The 'num_classes' parameter of {owner} must be an int >= 2. "
+            f"Got {num_classes!r} instead."
+        )
+    return num_classes
+
+
+def check_input_shape(input_shape: object, owner: str) -> tuple[int, ...]:
+    """Return ``input_shape`` as a tuple of positive ints (one sample, no batch axis)."""
+    ok = isinstance(input_shape, Sequence) and not isinstance(input_shape, str) and len(input_shape) > 0
+    if ok:
+        ok = all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_shape)
+    if not ok:
+        raise ValueError(
+            f"The 'input_shape' parameter of {owner} must be a non-empty sequence of positive ints "
+            f"(one sample, without the batch axis), e.g. (1, 28, 28). Got {input_shape!r} instead."
+        )
+    return tuple(int(s) for s in input_shape)
+
+
+def check_image_shape(input_shape: tuple[int, ...], owner: str, min_side: int) -> tuple[int, int, int]:
+    """Interpret ``input_shape`` as ``(C, H, W)`` (or ``(H, W)`` with one channel)."""
+    if len(input_shape) == 2:
+        input_shape = (1, *input_shape)
+    if len(input_shape) != 3 or min(input_shape[1:]) < min_side:
+        raise ValueError(
+            f"The 'input_shape' parameter of {owner} must be (C, H, W) or (H, W) with H, W >= {min_side}. "
+            f"Got {input_shape!r} instead."
+        )
+    c, h, w = input_shape
+    return c, h, w
+
+
+def check_dropout(dropout: object, owner: str) -> float:
+    """Return ``dropout`` as a float in [0, 1)."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(
+            f"The 'dropout' parameter of {owner} must be a float in [0, 1). Got {dropout!r} instead."
+        )
+    return float(dropout)
+
+
+def check_bool(value: object, name: str, owner: str) -> bool:
+    """Return ``value`` if it is a bool, else raise a TypeError."""
+    if not isinstance(value, bool):
+        raise TypeError(f"The '{name}' parameter of {owner} must be a bool. Got {value!r} instead.")
+    return value

@@ -1,0 +1,252 @@
+"""Checkpoints: a dict of ``state_dict``s plus plain metadata, written atomically, loaded safely.
+
+Layout of a checkpoint file (``format_version`` 1)::
+
+    {
+        "format_version": 1,
+        "model_name": "digits_cnn",                    # a name of deepmargin.models.MODELS
+        "model_kwargs": {"num_classes": 10, "input_shape": [1, 8, 8], ...},
+        "model_state": {...},                          # model.state_dict()
+        "optimizer_state": {...} or None,
+        "scheduler_state": {...} or None,
+        "epoch": 3,                                    # number of completed epochs
+        "config": {...},                               # resolved run config (plain types)
+        "metrics": {...},                              # e.g. the last epoch's metrics
+        "torch_version": "2.13.0",
+    }
+
+Everything except the state dicts is plain Python (dict, list, str, int, float, bool, None), so
+the file loads with ``torch.load(weights_only=True)``; we never fall back to unsafe unpickling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models import build_model
+
+logger = logging.getLogger(__name__)
+
+#: Version of the checkpoint layout written by :func:`save_checkpoint`.
+FORMAT_VERSION = 1
+
+_REQUIRED_KEYS = ("format_version", "model_name", "model_kwargs", "model_state", "epoch", "config", "metrics")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be used (corrupt, unsafe, or of another format)."""
+
+
+def to_plain(value: Any, *, name: str = "value") -> Any:
+    """Convert ``value`` to JSON-like plain types (tuples become lists; Paths become strings).
+
+    Floats stay floats (``inf`` included). Raises ``TypeError`` for anything else, naming ``name``.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"The '{name}' metadata must have str keys. Got key {k!r} instead.")
+            out[k] = to_plain(v, name=f"{name}.{k}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v, name=f"{name}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return to_plain(value.item(), name=name)
+    raise TypeError(
+        f"The '{name}' metadata must contain only plain values (dict, list, str, int, float, bool, None). "
+        f"Got {type(value).__name__} instead."
+    )
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    model: nn.Module,
+    model_name: str,
+    model_kwargs: Mapping[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    epoch: int = 0,
+    config: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically: to a temporary file in the same folder, then ``os.replace``.
+
+    An interruption (or an error) while writing leaves any existing file at ``path`` untouched.
+
+    Args:
+        path: destination file (parent folders are created).
+        model: the model whose ``state_dict`` is saved.
+        model_name: its name in :data:`deepmargin.models.MODELS` (used by :func:`load_model`).
+        model_kwargs: the keyword arguments of :func:`deepmargin.models.build_model`, including
+            ``num_classes`` and ``input_shape``; must be plain values.
+        optimizer: optional optimizer whose state is saved.
+        scheduler: optional learning-rate scheduler whose state is saved.
+        epoch: number of completed epochs.
+        config: the resolved run configuration (plain values).
+        metrics: metrics to store with the checkpoint (plain values).
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> import tempfile, os
+        >>> from deepmargin.models import build_model
+        >>> kw = {"num_classes": 2, "input_shape": [2]}
+        >>> m = build_model("mlp", **kw)
+        >>> p = save_checkpoint(os.path.join(tempfile.mkdtemp(), "m.pt"), model=m, model_name="mlp", model_kwargs=kw)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"The 'model' parameter of save_checkpoint must be an nn.Module. Got {type(model).__name__} instead.")
+    kwargs = to_plain(dict(model_kwargs), name="model_kwargs")
+    for key in ("num_classes", "input_shape"):
+        if key not in kwargs:
+            raise ValueError(
+                f"The 'model_kwargs' parameter of save_checkpoint must include {key!r}. Got keys {sorted(kwargs)} instead."
+            )
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"The 'epoch' parameter of save_checkpoint must be an int >= 0. Got {epoch!r} instead.")
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model_name": str(model_name),
+        "model_kwargs": kwargs,
+        "model_state": model.state_dict(),
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": epoch,
+        "config": to_plain(dict(config or {}), name="config"),
+        "metrics": to_plain(dict(metrics or {}), name="metrics"),
+        "torch_version": torch.__version__.split("+")[0],
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    logger.debug("saved checkpoint %s (epoch %d)", path, epoch)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``.
+
+    Args:
+        path: the checkpoint file.
+        map_location: passed to ``torch.load``; default ``"cpu"``.
+
+    Returns:
+        The checkpoint dict (see the module docstring for its keys).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointError: the file is corrupt or truncated, holds objects that safe loading
+            refuses, is not a deepmargin checkpoint, or has another ``format_version``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint file {str(path)!r} does not exist (or is not a file).")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} is corrupt or truncated (not a torch zip archive as torch.save writes)."
+        )
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln or "Unsupported operand" in ln]
+        cause = lines[0] if lines else (str(exc).splitlines() or [repr(exc)])[0]
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} could not be loaded safely (torch.load with weights_only=True refused it; "
+            f"deepmargin never falls back to unsafe unpickling). Cause: {cause}"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} is corrupt or truncated and could not be read: {exc}"
+        ) from exc
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(
+            f"File {str(path)!r} is not a deepmargin checkpoint (expected a dict with a 'format_version' key). "
+            f"Got {type(payload).__name__} instead."
+        )
+    version = payload["format_version"]
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"The 'format_version' of checkpoint {str(path)!r} must be {FORMAT_VERSION}. Got {version!r} instead. "
+            "It was written by another version of deepmargin."
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"Checkpoint {str(path)!r} lacks the keys {missing}; it is incomplete.")
+    return payload
+
+
+def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint and load its weights.
+
+    Args:
+        path: a checkpoint written by :func:`save_checkpoint` (e.g. a run's ``best.pt``).
+        map_location: device to load the tensors onto; default ``"cpu"``.
+
+    Returns:
+        ``(model, metadata)``: the model in eval mode, and the checkpoint dict without the
+        optimizer/scheduler/model states (keys ``model_name``, ``model_kwargs``, ``epoch``,
+        ``config``, ``metrics``, ``format_version``).
+
+    Example:
+        >>> model, meta = load_model("runs/digits/best.pt")  # doctest: +SKIP
+        >>> meta["config"]["dataset"]  # doctest: +SKIP
+        'digits'
+    """
+    ckpt = load_checkpoint(path, map_location=map_location)
+    kwargs = dict(ckpt["model_kwargs"])
+    try:
+        num_classes = kwargs.pop("num_classes")
+        input_shape = tuple(kwargs.pop("input_shape"))
+        model = build_model(ckpt["model_name"], num_classes=num_classes, input_shape=input_shape, **kwargs)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"Checkpoint {str(path)!r} describes a model that cannot be built: {exc}") from exc
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"Checkpoint {str(path)!r} holds weights that do not fit its model: {exc}") from exc
+    device = _first_tensor_device(ckpt["model_state"])
+    if device is not None:
+        model.to(device)
+    model.eval()
+    meta = {k: v for k, v in ckpt.items() if k not in ("model_state", "optimizer_state", "scheduler_state")}
+    return model, meta
+
+
+def _first_tensor_device(state: Mapping[str, Any]) -> torch.device | None:
+    for value in state.values():
+        if isinstance(value, torch.Tensor):
+            return value.device
+    return None
+

@@ -1,0 +1,245 @@
+"""The plain run configuration of :func:`deepmargin.training.train`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+LOSSES = ("ce", "hinge", "margin")
+OPTIMIZERS = ("sgd", "rmsprop", "adam")
+LR_SCHEDULES = ("none", "step", "exponential", "cosine")
+AGGREGATIONS = ("max", "sum")
+SCORES = ("logits", "softmax")
+
+#: Keys of :meth:`TrainConfig.to_dict` that may change when a run is resumed.
+RESUME_FREE_KEYS = frozenset({"device", "eval_batch_size"})
+
+_OWNER = "TrainConfig"
+
+
+def _err(name: str, expected: str, got: object, exc: type[Exception] = ValueError) -> Exception:
+    return exc(f"The '{name}' parameter of {_OWNER} must be {expected}. Got {got!r} instead.")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(float(v))
+
+
+def parse_norm(norm: object) -> float:
+    """Parse a norm ``p`` given as a number or ``'inf'`` into a float >= 1 (``math.inf`` allowed)."""
+    value = norm
+    if isinstance(norm, str):
+        text = norm.strip().lower()
+        if text in ("inf", "linf", "infinity"):
+            return math.inf
+        try:
+            value = float(text)
+        except ValueError:
+            raise _err("norm", "a real number p >= 1 or 'inf'", norm) from None
+    if not _is_real(value) or float(value) < 1:
+        raise _err("norm", "a real number p >= 1 or 'inf'", norm)
+    return float(value)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (a plain, JSON-able record).
+
+    Data:
+        dataset: a name of :data:`deepmargin.data.DATASETS` (default ``"digits"``).
+        data_root: folder with the dataset files (MNIST, Fashion-MNIST, CIFAR-10); ``None`` for
+            the bundled/synthetic sets.
+        val_size: fraction of the training set held out for validation.
+        train_fraction: fraction of the (remaining) training set used (same subset for every loss).
+        label_noise: fraction of training labels flipped to another class (Elsayed et al. 2018, 4.2.1).
+        n_samples, data_noise: size and noise of the 2-D toy sets (``None``: the data defaults).
+
+    Model:
+        model: a name of :data:`deepmargin.models.MODELS` (default ``"digits_cnn"``).
+        model_kwargs: extra keyword arguments of the model, e.g. ``{"dropout": 0.5}``,
+            ``{"hidden_sizes": [64, 64]}``, ``{"batch_norm": True}``.
+
+    Loss:
+        loss: ``"ce"`` (cross-entropy), ``"hinge"`` (multiclass hinge plus ``hinge_ce_weight`` times
+            cross-entropy, the paper's second baseline) or ``"margin"`` (the large-margin loss plus
+            ``ce_weight`` times cross-entropy).
+        hinge_margin, hinge_ce_weight: options of the hinge baseline (1.0 and 0.1).
+        layers: margin layers (names of ``model.named_modules()`` or ``"input"``); ``None``
+            (default) resolves to ``["input", *model.hidden_layers]`` (input and all hidden layers).
+        gamma: margin per layer (one float or one per layer). alpha: clipping (``None``: none).
+        top_k, norm (``p``: 1, 2, ``inf`` or a real >= 1), aggregation (``"max"``/``"sum"``),
+        layer_weights, epsilon, approximate, scores (``"logits"``/``"softmax"``): options of
+            :func:`deepmargin.losses.large_margin_loss`.
+        margin_weight, ce_weight: weights of the margin and cross-entropy terms (1.0 and 1.0).
+
+    Optimisation:
+        optimizer: ``"sgd"`` (with momentum), ``"rmsprop"`` or ``"adam"``; lr; momentum (``None``:
+            0.9 for SGD, 0 for RMSProp, unused by Adam); weight_decay.
+        lr_schedule: ``"none"``, ``"step"`` (times ``lr_decay`` every ``lr_step`` epochs),
+            ``"exponential"`` (times ``lr_decay`` every epoch) or ``"cosine"`` (to 0 over ``epochs``).
+        grad_clip: maximum global gradient norm (``None``: no clipping).
+        epochs, batch_size, eval_batch_size, seed, device (``"cpu"`` by default; never guessed).
+
+    Example:
+        >>> cfg = TrainConfig(loss="margin", gamma=[2.0, 1.0], layers=["input", "relu3"], epochs=3)
+        >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
+    # data
+    dataset: str = "digits"
+    data_root: str | None = None
+    val_size: float = 0.1
+    train_fraction: float = 1.0
+    label_noise: float = 0.0
+    n_samples: int | None = None
+    data_noise: float | None = None
+    # model
+    model: str = "digits_cnn"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # loss
+    loss: str = "ce"
+    hinge_margin: float = 1.0
+    hinge_ce_weight: float = 0.1
+    layers: list[str] | None = None
+    gamma: float | list[float] = 1.0
+    alpha: float | None = None
+    top_k: int = 1
+    norm: float = 2.0
+    aggregation: str = "max"
+    layer_weights: list[float] | None = None
+    epsilon: float = 1e-6
+    approximate: bool = True
+    scores: str = "logits"
+    margin_weight: float = 1.0
+    ce_weight: float = 1.0
+    # optimisation
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float | None = None
+    weight_decay: float = 0.0
+    lr_schedule: str = "none"
+    lr_decay: float = 0.1
+    lr_step: int = 10
+    grad_clip: float | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    def _validate(self) -> None:  # noqa: C901 - a flat list of checks reads best
+        for name in ("dataset", "model", "device"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise _err(name, "a non-empty str", getattr(self, name), TypeError)
+        if self.data_root is not None and not isinstance(self.data_root, str):
+            self.data_root = str(self.data_root)
+        for name, value in (("val_size", self.val_size), ("label_noise", self.label_noise)):
+            if not _is_real(value) or not (0.0 <= value < 1.0):
+                raise _err(name, "a float in [0, 1)", value)
+        if not _is_real(self.train_fraction) or not (0.0 < self.train_fraction <= 1.0):
+            raise _err("train_fraction", "a float in (0, 1]", self.train_fraction)
+        if self.n_samples is not None and (not _is_int(self.n_samples) or self.n_samples < 1):
+            raise _err("n_samples", "a positive int or None", self.n_samples)
+        if self.data_noise is not None and (not _is_real(self.data_noise) or self.data_noise < 0):
+            raise _err("data_noise", "a float >= 0 or None", self.data_noise)
+        if not isinstance(self.model_kwargs, Mapping):
+            raise _err("model_kwargs", "a dict", self.model_kwargs, TypeError)
+        self.model_kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.model_kwargs.items()}
+        _choice("loss", self.loss, LOSSES)
+        _choice("aggregation", self.aggregation, AGGREGATIONS)
+        _choice("scores", self.scores, SCORES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.layers is not None:
+            if isinstance(self.layers, str) or not isinstance(self.layers, Sequence) or not self.layers or not all(
+                isinstance(n, str) for n in self.layers
+            ):
+                raise _err("layers", "a non-empty list of layer names or None", self.layers, TypeError)
+            self.layers = list(self.layers)
+        if isinstance(self.gamma, Sequence) and not isinstance(self.gamma, str):
+            gammas = list(self.gamma)
+            if not gammas or not all(_is_real(g) and g > 0 for g in gammas):
+                raise _err("gamma", "a float > 0 or a list of floats > 0 (one per layer)", self.gamma)
+            if self.layers is not None and len(gammas) not in (1, len(self.layers)):
+                raise _err("gamma", f"a float or a list of {len(self.layers)} floats (one per layer)", self.gamma)
+            self.gamma = [float(g) for g in gammas] if len(gammas) > 1 else float(gammas[0])
+        elif not _is_real(self.gamma) or self.gamma <= 0:
+            raise _err("gamma", "a float > 0 or a list of floats > 0 (one per layer)", self.gamma)
+        else:
+            self.gamma = float(self.gamma)
+        if self.layer_weights is not None:
+            if isinstance(self.layer_weights, str) or not isinstance(self.layer_weights, Sequence) or not all(
+                _is_real(w) and w > 0 for w in self.layer_weights
+            ):
+                raise _err("layer_weights", "a list of floats > 0 (one per layer) or None", self.layer_weights)
+            self.layer_weights = [float(w) for w in self.layer_weights]
+        if self.alpha is not None and (not _is_real(self.alpha) or self.alpha <= 0):
+            raise _err("alpha", "a float > 0 or None", self.alpha)
+        if not _is_int(self.top_k) or self.top_k < 1:
+            raise _err("top_k", "an int >= 1", self.top_k)
+        self.norm = parse_norm(self.norm)
+        for name in ("hinge_margin", "epsilon", "lr"):
+            value = getattr(self, name)
+            if not _is_real(value) or value <= 0:
+                raise _err(name, "a float > 0", value)
+        for name in ("hinge_ce_weight", "margin_weight", "ce_weight", "weight_decay"):
+            value = getattr(self, name)
+            if not _is_real(value) or value < 0:
+                raise _err(name, "a float >= 0", value)
+        if not isinstance(self.approximate, bool):
+            raise _err("approximate", "a bool", self.approximate, TypeError)
+        if self.momentum is None:
+            self.momentum = {"sgd": 0.9, "rmsprop": 0.0}.get(self.optimizer)
+        elif not _is_real(self.momentum) or not 0 <= self.momentum < 1:
+            raise _err("momentum", "a float in [0, 1) or None", self.momentum)
+        if not _is_real(self.lr_decay) or not 0 < self.lr_decay <= 1:
+            raise _err("lr_decay", "a float in (0, 1]", self.lr_decay)
+        if self.grad_clip is not None and (not _is_real(self.grad_clip) or self.grad_clip <= 0):
+            raise _err("grad_clip", "a float > 0 or None", self.grad_clip)
+        for name in ("lr_step", "epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise _err(name, "an int >= 1", value)
+        if not _is_int(self.seed) or self.seed < 0:
+            raise _err("seed", "an int >= 0", self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain JSON-able values (``inf`` norm written as ``"inf"``)."""
+        out = dataclasses.asdict(self)
+        if math.isinf(out["norm"]):
+            out["norm"] = "inf"
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Rebuild a configuration from :meth:`to_dict` output; unknown keys raise a ValueError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"The keys of a {_OWNER} dict must be among its fields. Got unknown keys {unknown} instead."
+            )
+        return cls(**dict(data))
+
+
+def _choice(name: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise _err(name, f"one of {list(choices)}", value)
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], *, ignore: frozenset[str] = RESUME_FREE_KEYS) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old, new)}`` for every key whose value differs, except those in ``ignore``."""
+    keys = (set(old) | set(new)) - set(ignore)
+    return {k: (old.get(k), new.get(k)) for k in sorted(keys) if old.get(k) != new.get(k)}

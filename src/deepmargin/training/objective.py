@@ -1,0 +1,93 @@
+"""The training objective chosen by a :class:`TrainConfig`: cross-entropy, hinge or large margin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import TrainConfig
+
+__all__ = ["Objective", "build_objective", "default_margin_layers"]
+
+
+def default_margin_layers(model: nn.Module) -> list[str]:
+    """``["input", *model.hidden_layers]``: the input and every hidden representation (the paper's
+    "all layers" setting); just ``["input"]`` for a model without a ``hidden_layers`` attribute."""
+    return ["input", *getattr(model, "hidden_layers", ())]
+
+
+class Objective:
+    """A callable ``objective(x, y) -> (loss, logits)`` wrapping the configured loss.
+
+    Attributes:
+        name: ``"ce"``, ``"hinge"`` or ``"margin"``.
+        needs_input_grad: True for the margin loss, which differentiates with respect to the
+            activations and therefore cannot run under ``torch.no_grad()`` even for evaluation.
+        layers: the resolved margin layers (``None`` for the other losses).
+    """
+
+    def __init__(self, name: str, fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], layers: list[str] | None) -> None:
+        self.name = name
+        self._fn = fn
+        self.needs_input_grad = name == "margin"
+        self.layers = layers
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self._fn(x, y)
+
+    def __repr__(self) -> str:
+        return f"Objective({self.name!r}, layers={self.layers})"
+
+
+def build_objective(config: TrainConfig, model: nn.Module) -> Objective:
+    """Build the loss of ``config`` for ``model``.
+
+    - ``"ce"``: ``F.cross_entropy(model(x), y)``.
+    - ``"hinge"``: :class:`deepmargin.losses.MulticlassHingeLoss` with ``hinge_margin`` and
+      ``hinge_ce_weight`` (Elsayed et al. 2018, Sec. 4.2, second baseline).
+    - ``"margin"``: :class:`deepmargin.losses.LargeMarginLoss` on ``config.layers`` (or
+      :func:`default_margin_layers`) with the margin options and ``ce_weight``.
+    """
+    if config.loss == "ce":
+        def ce(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+            logits = model(x)
+            return F.cross_entropy(logits, y), logits
+
+        return Objective("ce", ce, None)
+    if config.loss == "hinge":
+        from ..losses import MulticlassHingeLoss
+
+        hinge = MulticlassHingeLoss(margin=config.hinge_margin, ce_weight=config.hinge_ce_weight)
+
+        def hinge_fn(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+            logits = model(x)
+            return hinge(logits, y), logits
+
+        return Objective("hinge", hinge_fn, None)
+    from ..losses import LargeMarginLoss
+
+    layers = list(config.layers) if config.layers is not None else default_margin_layers(model)
+    criterion = LargeMarginLoss(
+        model,
+        layers,
+        gamma=config.gamma,
+        alpha=config.alpha,
+        top_k=config.top_k,
+        norm=config.norm,
+        aggregation=config.aggregation,
+        layer_weights=config.layer_weights,
+        epsilon=config.epsilon,
+        approximate=config.approximate,
+        scores=config.scores,
+        margin_weight=config.margin_weight,
+        ce_weight=config.ce_weight,
+    )
+
+    def margin_fn(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            return criterion(x, y)
+
+    return Objective("margin", margin_fn, layers)

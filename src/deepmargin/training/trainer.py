@@ -1,0 +1,415 @@
+"""The training loop: data, model and loss from a :class:`TrainConfig`, metrics, checkpoints, resume.
+
+A run directory holds::
+
+    config.json     the resolved configuration (TrainConfig.to_dict, margin layers filled in)
+    metrics.jsonl   one row per epoch (also metrics.csv): epoch, train_loss, train_acc, val_loss,
+    metrics.csv     val_acc, test_acc (last epoch only), lr, seconds, plus the grid keys
+                    (dataset, model, loss, label_noise, train_fraction, seed)
+    last.pt         checkpoint after the last completed epoch (model, optimizer, scheduler)
+    best.pt         checkpoint of the epoch with the best validation accuracy
+    results.json    summary: test accuracy of the last and of the best-validation model, ...
+
+Starting :func:`train` again with the same directory continues from ``last.pt`` when the
+configuration matches (and refuses when it does not). Every epoch reseeds torch, numpy and
+``random`` from ``(seed, epoch)`` and shuffles with its own generator, so a resumed run gives the
+same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..models import build_model
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, config_differences
+from .objective import Objective, build_objective
+from .optim import build_optimizer, build_scheduler, derive_seed, seed_everything
+from .records import append_row, write_json, write_rows
+
+__all__ = ["TrainResult", "evaluate_split", "init_model", "train", "RUN_FILES", "METRIC_COLUMNS"]
+
+logger = logging.getLogger(__name__)
+
+#: Files a run writes into its output directory.
+RUN_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt", "results.json")
+
+#: Columns of ``metrics.csv`` (and keys of every ``metrics.jsonl`` row), in order.
+METRIC_COLUMNS = (
+    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "lr", "seconds",
+    "dataset", "model", "loss", "label_noise", "train_fraction", "seed",
+)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        config: the resolved configuration (plain dict, as in ``config.json``).
+        history: one metrics row per completed epoch.
+        test_acc: test accuracy of the final model.
+        test_acc_best: test accuracy of the best-validation model.
+        best_epoch, best_val_acc: the epoch ``best.pt`` comes from and its validation accuracy.
+        model: the final model (eval mode).
+        out_dir: the run directory (``None`` when nothing was written).
+        resumed_from: the epoch the run continued from (0 for a fresh run).
+        data_info: the dataset's metadata (sizes, label noise, seed, ...).
+    """
+
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+    test_acc: float
+    test_acc_best: float
+    best_epoch: int
+    best_val_acc: float | None
+    model: nn.Module
+    out_dir: Path | None = None
+    resumed_from: int = 0
+    data_info: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain-data summary (what ``results.json`` holds)."""
+        return {
+            "config": self.config,
+            "data": self.data_info,
+            "epochs_completed": len(self.history),
+            "resumed_from": self.resumed_from,
+            "best_epoch": self.best_epoch,
+            "best_val_acc": self.best_val_acc,
+            "test_acc": self.test_acc,
+            "test_acc_best": self.test_acc_best,
+            "final": self.history[-1] if self.history else None,
+            "seconds_total": sum(r["seconds"] for r in self.history),
+        }
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
+    """Index batches over ``range(n)``; shuffled with ``generator`` when given. A trailing batch of
+    a single sample is dropped (batch norm cannot train on it)."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        if generator is not None and idx.numel() < 2 and n > 1:
+            return
+        yield idx
+
+
+@torch.no_grad()
+def _accuracy_only(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
+    correct = 0
+    for idx in _batches(len(y), batch_size, None):
+        correct += (model(x[idx]).argmax(dim=1) == y[idx]).sum().item()
+    return correct / max(len(y), 1)
+
+
+def evaluate_split(
+    model: nn.Module, x: Tensor, y: Tensor, *, objective: Objective | None = None, batch_size: int = 512
+) -> dict[str, float | None]:
+    """Accuracy (and the mean objective when given) of ``model`` on ``(x, y)``, in eval mode.
+
+    The model's previous mode is restored afterwards. Returns ``{"loss": ..., "acc": ...}``
+    (``None`` values for an empty split).
+
+    Shape:
+        x ``(N, *input_shape)`` on the model's device; y ``(N,)`` int64.
+    """
+    if len(y) == 0:
+        return {"loss": None, "acc": None}
+    was_training = model.training
+    model.eval()
+    try:
+        if objective is None:
+            return {"loss": None, "acc": _accuracy_only(model, x, y, batch_size)}
+        total, correct = 0.0, 0
+        for idx in _batches(len(y), batch_size, None):
+            if objective.needs_input_grad:
+                loss, logits = objective(x[idx], y[idx])
+            else:
+                with torch.no_grad():
+                    loss, logits = objective(x[idx], y[idx])
+            total += loss.detach().item() * idx.numel()
+            correct += (logits.detach().argmax(dim=1) == y[idx]).sum().item()
+        return {"loss": total / len(y), "acc": correct / len(y)}
+    finally:
+        model.train(was_training)
+
+
+def _show_progress(progress: bool | None) -> bool:
+    if progress is not None:
+        return bool(progress)
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _load_data(config: TrainConfig) -> Any:
+    from ..data import load_dataset
+
+    return load_dataset(
+        config.dataset,
+        root=config.data_root,
+        val_size=config.val_size,
+        train_fraction=config.train_fraction,
+        label_noise=config.label_noise,
+        seed=config.seed,
+        n_samples=config.n_samples,
+        noise=config.data_noise,
+    )
+
+
+def init_model(config: TrainConfig, bundle: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """The freshly initialised model a (non-resumed) run of :func:`train` starts from.
+
+    Seeds torch, numpy and ``random`` with ``config.seed`` and builds ``config.model`` for the
+    bundle's ``num_classes`` and ``input_shape``. Returns ``(model, model_kwargs)`` where
+    ``model_kwargs`` are the (plain) arguments of :func:`deepmargin.models.build_model`.
+    """
+    seed_everything(config.seed)
+    model_kwargs = {"num_classes": int(bundle.num_classes), "input_shape": list(bundle.input_shape), **config.model_kwargs}
+    return build_model(config.model, **model_kwargs), model_kwargs
+
+
+def _clear_run_files(out_dir: Path) -> None:
+    for name in RUN_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    data: Any | None = None,
+    verbose: bool = True,
+) -> TrainResult:
+    """Train the model of ``config`` and return the metrics and the final model.
+
+    Args:
+        config: the run configuration.
+        out_dir: run directory for config, metrics and checkpoints (``None``: write nothing).
+        resume: ``None`` (default) continues from ``out_dir/last.pt`` if it exists and its
+            configuration matches; ``True`` the same, but says so when there is nothing to resume;
+            ``False`` refuses an ``out_dir`` that already holds a run unless ``overwrite``.
+        overwrite: with ``resume=False``, delete an existing run in ``out_dir`` and start again.
+        progress: show a tqdm progress bar; ``None``: only when stderr is a terminal.
+        data: an already loaded :class:`deepmargin.data.DataBundle` to use instead of loading
+            ``config.dataset`` (it must be the dataset the configuration describes).
+        verbose: log the run's start, each epoch and the result at INFO level (otherwise DEBUG).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ValueError: the configuration differs from the one of the run being resumed, or the
+            loss options do not fit the model/data (e.g. unknown layer names).
+        FileExistsError: ``resume=False`` and ``out_dir`` holds a run, without ``overwrite``.
+        FloatingPointError: the training loss became NaN or infinite.
+
+    Example:
+        >>> result = train(TrainConfig(dataset="digits", loss="margin", gamma=1.0, epochs=2), "runs/x")  # doctest: +SKIP
+        >>> result.test_acc  # doctest: +SKIP
+        0.93
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"The 'config' parameter of train must be a TrainConfig. Got {type(config).__name__} instead.")
+    device = torch.device(config.device)
+    bundle = data if data is not None else _load_data(config)
+
+    model, model_kwargs = init_model(config, bundle)
+    model.to(device)
+    objective = build_objective(config, model)
+    resolved = config.to_dict()
+    if objective.layers is not None:
+        resolved["layers"] = list(objective.layers)
+    TrainConfig.from_dict(resolved)  # re-validate (e.g. gamma list length against the layers)
+    optimizer = build_optimizer(
+        config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scheduler = build_scheduler(config.lr_schedule, optimizer, epochs=config.epochs, decay=config.lr_decay, step=config.lr_step)
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    best_score = -math.inf
+    best_epoch = 0
+    best_val_acc: float | None = None
+    best_state: dict[str, Tensor] | None = None
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        last_path = out / "last.pt"
+        if last_path.exists() and resume is False:
+            if not overwrite:
+                raise FileExistsError(
+                    f"Output directory {str(out)!r} already holds a run (last.pt). Resume it (resume=True, "
+                    "--resume), start it again (overwrite=True, --overwrite) or choose another directory."
+                )
+            logger.info("overwriting the run in %s", out)
+            _clear_run_files(out)
+        elif last_path.exists():
+            ckpt = load_checkpoint(last_path, map_location=device)
+            diff = config_differences(ckpt["config"], resolved)
+            if diff:
+                lines = "; ".join(f"{k}: {a!r} (saved) != {b!r} (now)" for k, a, b in ((k, *v) for k, v in diff.items()))
+                raise ValueError(
+                    f"The configuration differs from the run in {str(out)!r}, refusing to resume it: {lines}. "
+                    "Use the same options, another output directory, or --no-resume --overwrite to start again."
+                )
+            model.load_state_dict(ckpt["model_state"])
+            optimizer.load_state_dict(ckpt["optimizer_state"])
+            if scheduler is not None and ckpt["scheduler_state"] is not None:
+                scheduler.load_state_dict(ckpt["scheduler_state"])
+            start_epoch = int(ckpt["epoch"])
+            meta = ckpt["metrics"]
+            history = [dict(r) for r in meta.get("history", [])][:start_epoch]
+            best_epoch = int(meta.get("best_epoch", 0))
+            best_val_acc = meta.get("best_val_acc")
+            best_score = float(meta.get("best_score", -math.inf))
+            if (out / "best.pt").exists():
+                best_state = load_checkpoint(out / "best.pt", map_location=device)["model_state"]
+            write_rows(out / "metrics", history, fieldnames=METRIC_COLUMNS)
+            logger.info("resuming %s from epoch %d of %d", out, start_epoch, config.epochs)
+        else:
+            if resume:
+                logger.warning("nothing to resume in %s (no last.pt); starting a new run", out)
+            _clear_run_files(out)
+        write_json(out / "config.json", resolved)
+
+    n_train = len(bundle.train)
+    x_train, y_train = bundle.train.x.to(device), bundle.train.y.to(device)
+    x_val, y_val = bundle.val.x.to(device), bundle.val.y.to(device)
+    x_test, y_test = bundle.test.x.to(device), bundle.test.y.to(device)
+    show = _show_progress(progress)
+    level = logging.INFO if verbose else logging.DEBUG
+    logger.log(
+        level,
+        "training %s on %s (%d train / %d val / %d test) with loss %s for %d epochs",
+        config.model, bundle.name, n_train, len(y_val), len(y_test), objective, config.epochs,
+    )
+
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        seed_everything(derive_seed(config.seed, epoch))
+        generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 1))
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        tic = time.perf_counter()
+        total_loss, correct, seen = 0.0, 0, 0
+        num_batches = math.ceil(n_train / config.batch_size)
+        bar = _progress_bar(num_batches, f"epoch {epoch}/{config.epochs}", show)
+        for idx in _batches(n_train, config.batch_size, generator):
+            idx = idx.to(device)
+            xb, yb = x_train[idx], y_train[idx]
+            loss, logits = objective(xb, yb)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"The training loss became {value} in epoch {epoch}. Lower the learning rate, set "
+                    "grad_clip (--grad-clip), or cap the margin penalty with alpha (--alpha)."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            total_loss += value * idx.numel()
+            correct += (logits.detach().argmax(dim=1) == yb).sum().item()
+            seen += idx.numel()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}")
+        if bar is not None:
+            bar.close()
+        if scheduler is not None:
+            scheduler.step()
+        val = evaluate_split(model, x_val, y_val, objective=objective, batch_size=config.eval_batch_size)
+        seconds = time.perf_counter() - tic
+        test_acc = None
+        if epoch == config.epochs:
+            test_acc = evaluate_split(model, x_test, y_test, batch_size=config.eval_batch_size)["acc"]
+        row = {
+            "epoch": epoch,
+            "train_loss": total_loss / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "val_loss": val["loss"],
+            "val_acc": val["acc"],
+            "test_acc": test_acc,
+            "lr": lr,
+            "seconds": seconds,
+            "dataset": bundle.name,
+            "model": config.model,
+            "loss": config.loss,
+            "label_noise": config.label_noise,
+            "train_fraction": config.train_fraction,
+            "seed": config.seed,
+        }
+        history.append(row)
+        score = row["val_acc"] if row["val_acc"] is not None else row["train_acc"]
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch, best_val_acc = score, epoch, row["val_acc"]
+            best_state = copy.deepcopy(model.state_dict())
+        logger.log(
+            level,
+            "epoch %d/%d: train loss %.4f acc %.4f, val acc %s, %.1fs",
+            epoch, config.epochs, row["train_loss"], row["train_acc"],
+            "n/a" if row["val_acc"] is None else f"{row['val_acc']:.4f}", seconds,
+        )
+        if out is not None:
+            meta = {
+                "last": row, "history": history, "best_epoch": best_epoch,
+                "best_val_acc": best_val_acc, "best_score": best_score,
+            }
+            common = dict(model=model, model_name=config.model, model_kwargs=model_kwargs, config=resolved)
+            if improved:
+                save_checkpoint(out / "best.pt", epoch=epoch, metrics=meta, **common)
+            save_checkpoint(out / "last.pt", optimizer=optimizer, scheduler=scheduler, epoch=epoch, metrics=meta, **common)
+            append_row(out / "metrics", row, fieldnames=METRIC_COLUMNS)
+
+    model.eval()
+    final_test = history[-1]["test_acc"] if history and history[-1]["test_acc"] is not None else None
+    if final_test is None:
+        final_test = evaluate_split(model, x_test, y_test, batch_size=config.eval_batch_size)["acc"]
+    test_acc_best = final_test
+    if best_state is not None and best_epoch != len(history):
+        best_model = build_model(config.model, **model_kwargs).to(device)
+        best_model.load_state_dict(best_state)
+        test_acc_best = evaluate_split(best_model, x_test, y_test, batch_size=config.eval_batch_size)["acc"]
+    result = TrainResult(
+        config=resolved,
+        history=history,
+        test_acc=final_test,
+        test_acc_best=test_acc_best,
+        best_epoch=best_epoch,
+        best_val_acc=best_val_acc,
+        model=model,
+        out_dir=out,
+        resumed_from=start_epoch,
+        data_info=dict(getattr(bundle, "info", {}) or {}),
+    )
+    if out is not None:
+        write_json(out / "results.json", result.summary())
+    logger.log(level, "test accuracy %.4f (best-validation model: %.4f)", result.test_acc, result.test_acc_best)
+    return result
+
+
+def _progress_bar(total: int, desc: str, show: bool) -> Any:
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)

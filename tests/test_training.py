@@ -1,0 +1,387 @@
+"""Checkpoints, the run configuration, optimisers/schedules and the training loop (incl. resume)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepmargin.data import DataBundle, Split
+from deepmargin.models import build_model
+from deepmargin.training import (
+    METRIC_COLUMNS,
+    CheckpointError,
+    TrainConfig,
+    build_optimizer,
+    build_scheduler,
+    evaluate_split,
+    init_model,
+    load_checkpoint,
+    load_model,
+    read_jsonl,
+    save_checkpoint,
+    train,
+)
+from deepmargin.training import checkpoint as checkpoint_module
+from deepmargin.training import trainer as trainer_module
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def blobs(seed: int, n: int = 96, num_classes: int = 3, spread: float = 0.35) -> DataBundle:
+    """Well-separated Gaussian blobs around the vertices of a regular polygon."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(m: int) -> Split:
+        y = torch.arange(m) % num_classes
+        angle = 2 * math.pi * y.double() / num_classes
+        centres = torch.stack([angle.cos(), angle.sin()], dim=1) * 2
+        x = centres + spread * torch.randn(m, 2, generator=g, dtype=torch.float64)
+        return Split(x.float(), y)
+
+    return DataBundle(name="blobs", train=split(n), val=split(n // 4), test=split(n // 2), num_classes=num_classes,
+                      input_shape=(2,), bounds=None, info={"seed": seed})
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(dataset="moons", model="mlp", model_kwargs={"hidden_sizes": [16, 16]}, epochs=6, batch_size=16,
+                lr=0.01, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# --------------------------------------------------------------------------------------- checkpoints
+
+def _trained_model():
+    kw = {"num_classes": 4, "input_shape": [1, 8, 8], "dropout": 0.2, "batch_norm": True}
+    model = build_model("digits_cnn", **kw)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for _ in range(2):
+        loss = torch.nn.functional.cross_entropy(model(torch.rand(8, 1, 8, 8)), torch.randint(0, 4, (8,)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model, kw, opt, sched
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model, kw, opt, sched = _trained_model()
+    config = {"dataset": "digits", "norm": math.inf, "layers": ("input", "relu1"), "seed": 3}
+    path = save_checkpoint(tmp_path / "sub" / "c.pt", model=model, model_name="digits_cnn", model_kwargs=kw,
+                           optimizer=opt, scheduler=sched, epoch=2, config=config, metrics={"val_acc": 0.5})
+    loaded, meta = load_model(path)
+    assert not loaded.training
+    model.eval()
+    x = torch.rand(5, 1, 8, 8)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    assert meta["model_name"] == "digits_cnn" and meta["epoch"] == 2 and meta["format_version"] == 1
+    assert meta["model_kwargs"] == {**kw, "input_shape": [1, 8, 8]}
+    assert meta["config"] == {"dataset": "digits", "norm": math.inf, "layers": ["input", "relu1"], "seed": 3}
+    assert meta["metrics"] == {"val_acc": 0.5}
+    assert "model_state" not in meta and "optimizer_state" not in meta
+    ckpt = load_checkpoint(path)
+    opt2 = torch.optim.Adam(loaded.parameters(), lr=0.01)
+    opt2.load_state_dict(ckpt["optimizer_state"])
+    for a, b in zip(opt.state.values(), opt2.state.values()):
+        torch.testing.assert_close(a["exp_avg"], b["exp_avg"], rtol=0, atol=0)
+    assert ckpt["scheduler_state"]["last_epoch"] == 2
+    assert [p.name for p in tmp_path.joinpath("sub").iterdir()] == ["c.pt"]  # no temporary files left
+
+
+def test_failed_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
+    model, kw, _, _ = _trained_model()
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, model=model, model_name="digits_cnn", model_kwargs=kw, epoch=1)
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"partial checkpoint bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", broken_save)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model=model, model_name="digits_cnn", model_kwargs=kw, epoch=2)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert load_checkpoint(path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+class _NotPlain:
+    pass
+
+
+def test_load_rejects_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(os.urandom(64))
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(corrupt)
+    model, kw, _, _ = _trained_model()
+    good = save_checkpoint(tmp_path / "good.pt", model=model, model_name="digits_cnn", model_kwargs=kw)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(truncated)
+    payload = torch.load(good, weights_only=True)
+    payload["format_version"] = 2
+    torch.save(payload, tmp_path / "v2.pt")
+    with pytest.raises(CheckpointError, match=r"'format_version' of checkpoint .* must be 1. Got 2 instead"):
+        load_checkpoint(tmp_path / "v2.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a deepmargin checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    torch.save({"format_version": 1, "evil": _NotPlain()}, tmp_path / "unsafe.pt")
+    with pytest.raises(CheckpointError, match="could not be loaded safely"):
+        load_checkpoint(tmp_path / "unsafe.pt")
+    payload = torch.load(good, weights_only=True)
+    payload["model_kwargs"]["num_classes"] = 7
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="do not fit its model"):
+        load_model(tmp_path / "mismatch.pt")
+
+
+def test_save_rejects_bad_metadata(tmp_path):
+    model, kw, _, _ = _trained_model()
+    with pytest.raises(TypeError, match=r"'config.extra' metadata must contain only plain values"):
+        save_checkpoint(tmp_path / "a.pt", model=model, model_name="digits_cnn", model_kwargs=kw, config={"extra": {1, 2}})
+    with pytest.raises(ValueError, match="must include 'num_classes'"):
+        save_checkpoint(tmp_path / "a.pt", model=model, model_name="digits_cnn", model_kwargs={"input_shape": [1, 8, 8]})
+    with pytest.raises(ValueError, match=r"'epoch' parameter of save_checkpoint must be an int >= 0"):
+        save_checkpoint(tmp_path / "a.pt", model=model, model_name="digits_cnn", model_kwargs=kw, epoch=-1)
+    assert not (tmp_path / "a.pt").exists()
+
+
+# ------------------------------------------------------------------------------------------ config
+
+def test_config_round_trip_and_resolution():
+    cfg = TrainConfig(loss="margin", norm="inf", gamma=[1.0, 2.0], layers=("input", "relu1"), optimizer="sgd",
+                      model_kwargs={"hidden_sizes": (4, 4)})
+    d = cfg.to_dict()
+    assert d["norm"] == "inf" and d["layers"] == ["input", "relu1"] and d["momentum"] == 0.9
+    assert d["model_kwargs"] == {"hidden_sizes": [4, 4]}
+    assert json.loads(json.dumps(d)) == d
+    again = TrainConfig.from_dict(d)
+    assert again == cfg and again.norm == math.inf
+    assert TrainConfig(optimizer="rmsprop").momentum == 0.0
+    assert TrainConfig(optimizer="adam").momentum is None
+    assert TrainConfig(gamma=[3.0]).gamma == 3.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"loss": "svm"}, r"'loss' parameter of TrainConfig must be one of \['ce', 'hinge', 'margin'\]. Got 'svm'"),
+        ({"optimizer": "lbfgs"}, r"'optimizer' parameter"),
+        ({"lr_schedule": "linear"}, r"'lr_schedule' parameter"),
+        ({"norm": 0.5}, r"'norm' parameter of TrainConfig must be a real number p >= 1 or 'inf'. Got 0.5"),
+        ({"norm": "l3"}, r"'norm' parameter"),
+        ({"gamma": -1.0}, r"'gamma' parameter"),
+        ({"gamma": [1.0, 2.0, 3.0], "layers": ["input", "relu1"]}, r"a list of 2 floats"),
+        ({"top_k": 0}, r"'top_k' parameter of TrainConfig must be an int >= 1. Got 0"),
+        ({"label_noise": 1.0}, r"'label_noise' parameter of TrainConfig must be a float in \[0, 1\)"),
+        ({"train_fraction": 0.0}, r"'train_fraction'"),
+        ({"epochs": 0}, r"'epochs' parameter of TrainConfig must be an int >= 1"),
+        ({"batch_size": 2.5}, r"'batch_size'"),
+        ({"lr": 0}, r"'lr' parameter of TrainConfig must be a float > 0"),
+        ({"grad_clip": -1.0}, r"'grad_clip'"),
+        ({"momentum": 1.0}, r"'momentum'"),
+        ({"lr_decay": 0.0}, r"'lr_decay'"),
+        ({"alpha": 0.0}, r"'alpha'"),
+        ({"seed": -1}, r"'seed'"),
+        ({"layers": "input"}, r"'layers' parameter"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        TrainConfig(**kwargs)
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    with pytest.raises(ValueError, match=r"unknown keys \['gama'\]"):
+        TrainConfig.from_dict({"gama": 1.0})
+
+
+# --------------------------------------------------------------------------- optimisers and schedules
+
+@pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam"])
+def test_optimizers(name):
+    params = [torch.nn.Parameter(torch.ones(3))]
+    opt = build_optimizer(name, params, lr=0.1, weight_decay=0.01)
+    assert opt.defaults["lr"] == 0.1 and opt.defaults["weight_decay"] == 0.01
+    expected = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}[name]
+    assert type(opt) is expected
+    with pytest.raises(ValueError, match="'name' parameter of build_optimizer"):
+        build_optimizer("adagrad", params, lr=0.1)
+
+
+@pytest.mark.parametrize("schedule", ["none", "step", "exponential", "cosine"])
+def test_lr_schedules_follow_their_closed_form(schedule):
+    lr, decay, step, epochs = 0.2, 0.5, 3, 10
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = build_scheduler(schedule, opt, epochs=epochs, decay=decay, step=step)
+    closed = {
+        "none": lambda e: lr,
+        "step": lambda e: lr * decay ** (e // step),
+        "exponential": lambda e: lr * decay**e,
+        "cosine": lambda e: lr * (1 + math.cos(math.pi * e / epochs)) / 2,
+    }[schedule]
+    for epoch in range(epochs + 1):
+        assert opt.param_groups[0]["lr"] == pytest.approx(closed(epoch), rel=1e-12, abs=1e-15)
+        opt.step()
+        if sched is not None:
+            sched.step()
+
+
+# ------------------------------------------------------------------------------------ training loop
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("loss", ["ce", "hinge", "margin"])
+def test_training_reduces_the_loss(loss, seed):
+    data = blobs(seed)
+    cfg = tiny_config(loss=loss, gamma=0.5, top_k=2, epochs=8, seed=seed)
+    model, _ = init_model(cfg, data)
+    from deepmargin.training import build_objective
+
+    before = evaluate_split(model, data.train.x, data.train.y, objective=build_objective(cfg, model))
+    result = train(cfg, data=data, progress=False)
+    after = evaluate_split(result.model, data.train.x, data.train.y, objective=build_objective(cfg, result.model))
+    assert after["loss"] < 0.5 * before["loss"]
+    assert after["acc"] > 0.9 and result.test_acc > 0.9
+    assert len(result.history) == 8 and result.history[-1]["test_acc"] == result.test_acc
+    assert set(result.history[0]) == set(METRIC_COLUMNS)
+
+
+def test_run_directory_contents(tmp_path):
+    data = blobs(2)
+    cfg = tiny_config(loss="margin", gamma=0.5, epochs=3, lr_schedule="step", lr_step=1, lr_decay=0.5)
+    result = train(cfg, tmp_path, data=data)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config == {**cfg.to_dict(), "layers": ["input", "relu1", "relu2"]}
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.005, 0.0025])
+    assert rows[-1]["test_acc"] == result.test_acc and rows[0]["test_acc"] is None
+    csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].split(",") == list(METRIC_COLUMNS) and len(csv_lines) == 4
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+    val = [r["val_acc"] for r in rows]
+    best_epoch = val.index(max(val)) + 1
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == best_epoch == result.best_epoch
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["test_acc"] == result.test_acc and summary["epochs_completed"] == 3
+    model, meta = load_model(tmp_path / "last.pt")
+    torch.testing.assert_close(model(data.test.x), result.model(data.test.x), rtol=0, atol=0)
+
+
+def _strip_time(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    data = blobs(3)
+    cfg = tiny_config(loss="margin", gamma=0.5, top_k=2, epochs=4, model_kwargs={"hidden_sizes": [16], "dropout": 0.3},
+                      optimizer="sgd", lr_schedule="cosine")
+    full = train(cfg, tmp_path / "full", data=data)
+
+    real_append = trainer_module.append_row
+
+    def interrupted_append(stem, row, **kw):
+        if row["epoch"] == 2:  # killed after last.pt of epoch 2 was written, before its metrics row
+            raise KeyboardInterrupt
+        real_append(stem, row, **kw)
+
+    monkeypatch.setattr(trainer_module, "append_row", interrupted_append)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", data=data)
+    monkeypatch.undo()
+    assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 1
+
+    resumed = train(cfg, tmp_path / "cut", data=data)
+    assert resumed.resumed_from == 2
+    assert _strip_time(resumed.history) == _strip_time(full.history)
+    assert resumed.test_acc == full.test_acc
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert _strip_time(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == _strip_time(full.history)
+
+    again = train(cfg, tmp_path / "cut", data=data)  # a finished run is not trained again
+    assert again.resumed_from == 4 and again.test_acc == full.test_acc
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    data = blobs(4)
+    cfg = tiny_config(epochs=1)
+    train(cfg, tmp_path, data=data)
+    with pytest.raises(ValueError, match=r"refusing to resume it: lr: 0.01 \(saved\) != 0.02 \(now\)"):
+        train(tiny_config(epochs=1, lr=0.02), tmp_path, data=data)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(cfg, tmp_path, data=data, resume=False)
+    fresh = train(tiny_config(epochs=2, lr=0.02), tmp_path, data=data, resume=False, overwrite=True)
+    assert fresh.resumed_from == 0 and len(read_jsonl(tmp_path / "metrics.jsonl")) == 2
+
+
+@pytest.mark.parametrize("seed", [3, 5])
+def test_gradient_clipping_bounds_the_step(seed):
+    data = blobs(seed, n=32)
+    clip, lr = 1e-3, 1.0
+    cfg = tiny_config(epochs=1, batch_size=64, optimizer="sgd", momentum=0.0, lr=lr, grad_clip=clip)
+    start, _ = init_model(cfg, data)
+    result = train(cfg, data=data)
+    step = torch.cat([(a - b).flatten() for a, b in zip(result.model.parameters(), start.parameters())])
+    assert 0 < step.norm().item() <= lr * clip * (1 + 1e-5)
+    unclipped = train(tiny_config(epochs=1, batch_size=64, optimizer="sgd", momentum=0.0, lr=lr), data=data)
+    step2 = torch.cat([(a - b).flatten() for a, b in zip(unclipped.model.parameters(), start.parameters())])
+    assert step2.norm().item() > 10 * lr * clip
+
+
+def test_non_finite_loss_is_reported():
+    data = blobs(6)
+    bad = Split(torch.full_like(data.train.x, float("nan")), data.train.y)
+    nan_data = DataBundle(name="nan", train=bad, val=data.val, test=data.test, num_classes=3, input_shape=(2,), bounds=None)
+    with pytest.raises(FloatingPointError, match="training loss became nan in epoch 1"):
+        train(tiny_config(epochs=1), data=nan_data)
+
+
+def test_margin_layers_are_checked_against_the_model():
+    with pytest.raises(ValueError, match="conv9"):
+        train(tiny_config(loss="margin", layers=["input", "conv9"]), data=blobs(0))
+
+
+def test_evaluate_split_restores_the_mode():
+    model = build_model("mlp", num_classes=3, input_shape=(2,), dropout=0.5)
+    data = blobs(7)
+    model.train()
+    res = evaluate_split(model, data.test.x, data.test.y)
+    assert model.training and 0.0 <= res["acc"] <= 1.0 and res["loss"] is None
+    with torch.no_grad():
+        model.eval()
+        expected = (model(data.test.x).argmax(1) == data.test.y).double().mean().item()
+    assert res["acc"] == pytest.approx(expected)
+    assert evaluate_split(model, data.test.x[:0], data.test.y[:0]) == {"loss": None, "acc": None}
+
+
+def test_train_on_digits_with_the_cnn(tmp_path):
+    """The real pipeline once: load_dataset('digits'), the digits CNN, the margin loss on all layers."""
+    cfg = TrainConfig(dataset="digits", train_fraction=0.2, loss="margin", gamma=1.0, top_k=2, alpha=1.0, epochs=1)
+    result = train(cfg, tmp_path)
+    assert result.config["layers"] == ["input", "relu1", "relu2", "relu3"]
+    assert result.data_info.get("train_fraction") == 0.2
+    assert 0.0 <= result.test_acc <= 1.0
+    assert Path(tmp_path / "best.pt").is_file()
