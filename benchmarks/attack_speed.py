@@ -50,13 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import foolbox as fb
 
-    from deepmargin.attacks import IFGSM, PGD
+    from deepmargin.attacks import IFGSM, PGD, DeepFool
     from deepmargin.models import build_model
-
-    try:
-        from deepmargin.attacks import DeepFool
-    except ImportError:  # attacks/deepfool.py not there yet
-        DeepFool = None
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -81,12 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         "ifgsm": (lambda: ifgsm(model, x, y), lambda: fb_ifgsm(fmodel, x, y, epsilons=eps)[1]),
         "pgd": (lambda: pgd(model, x, y), lambda: fb_pgd(fmodel, x, y, epsilons=eps)[1]),
     }
-    if DeepFool is not None:
-        deepfool = DeepFool(norm=2, steps=args.deepfool_steps, overshoot=0.02, candidates=10)
-        fb_deepfool = fb.attacks.L2DeepFoolAttack(steps=args.deepfool_steps, candidates=10, overshoot=0.02, loss="logits")
-        cases["deepfool_l2"] = (lambda: deepfool(model, x, y), lambda: fb_deepfool(fmodel, x, y, epsilons=None)[1])
-    else:
-        print("DeepFool not available in deepmargin.attacks: skipped")
+    deepfool = DeepFool(norm=2, steps=args.deepfool_steps, overshoot=0.02, candidates=10)
+    fb_deepfool = fb.attacks.L2DeepFoolAttack(steps=args.deepfool_steps, candidates=10, overshoot=0.02, loss="logits")
+    cases["deepfool_l2"] = (lambda: deepfool(model, x, y), lambda: fb_deepfool(fmodel, x, y, epsilons=None)[1])
 
     print(
         f"mnist_cnn, batch {args.batch_size}, device {device}, threads {torch.get_num_threads()}, "
