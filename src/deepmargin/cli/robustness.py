@@ -1,0 +1,371 @@
+"""``deepmargin robustness``: how far the test inputs of trained models are from their decision boundary.
+
+Example::
+
+    deepmargin robustness runs/ce/best.pt runs/margin/best.pt --norms l2 linf \\
+        --eps-l2 0.5 1 2 --eps-linf 0.05 0.1 0.3 --attack fmn --n 1000 --out runs/robustness
+
+For every checkpoint and norm, one minimum-norm attack run (FMN or DeepFool) gives each input's
+distance to the closest adversarial, and the linearised distance at the input layer is computed
+beside it (:func:`deepmargin.metrics.margin_report`). Writes, in ``--out``:
+
+* ``summary.csv`` / ``summary.jsonl``: one row per (model, norm, attack): clean accuracy, median
+  adversarial distance and error at each epsilon (Finlay & Oberman's table), mean linearised and
+  minimum-norm distances of the correctly classified inputs, and, on the l2 rows, rho_adv
+  (DeepFool; Matyasko & Chau);
+* ``margins.csv``: the per-input margin report (model, norm, attack, index, label, pred, correct,
+  nearest_class, linearized, min_norm, gap);
+* ``margin_histogram.png``: histograms of the minimum-norm distances per model, drawn from
+  ``margins.csv`` (:func:`deepmargin.reports.margins.plot_margin_histogram`);
+* ``config.json``: the resolved options.
+
+Every file is written to a temporary file and moved into place with ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._common import positive_int
+from .attack import _model_names, _nonneg_float, _norm_arg
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "add_parser",
+    "run",
+    "build_attack",
+    "load_test_split",
+    "measure",
+    "MIN_NORM_ATTACKS",
+    "DEFAULT_EPS",
+    "SUMMARY_FIELDS",
+]
+
+MIN_NORM_ATTACKS = ("fmn", "deepfool")
+#: Error-at-epsilon budgets when ``--eps-l2`` / ``--eps-linf`` are not given (inputs in [0, 1]).
+DEFAULT_EPS = {"l2": (0.1, 0.5, 1.0, 2.0), "linf": (0.05, 0.1, 0.2, 0.3)}
+#: Column order of ``summary.csv``.
+SUMMARY_FIELDS = (
+    "model", "norm", "attack", "n", "clean_accuracy", "median_distance", "eps", "error_at_eps",
+    "mean_linearized", "mean_min_norm", "failed", "rho_adv", "dataset", "checkpoint", "steps",
+)
+
+HELP = "distance of test inputs to the decision boundary: minimum-norm attacks, linearised margins, rho_adv"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``robustness`` subcommand on an ``argparse`` sub-parsers object; return its parser."""
+    p = subparsers.add_parser(
+        "robustness",
+        help=HELP,
+        description=(
+            "Measure how far the test inputs of trained checkpoints are from the decision boundary: one "
+            "minimum-norm attack per checkpoint and norm gives every input's adversarial distance; writes a "
+            "summary (median distance, error at epsilon, rho_adv), the per-input margin report, a histogram "
+            "and the resolved config."
+        ),
+    )
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="model checkpoint(s) to measure")
+    p.add_argument("--norms", nargs="+", type=_norm_arg, default=["l2", "linf"], metavar="NORM",
+                   help="norms: l2, linf (or 2, inf) (default: l2 linf)")
+    p.add_argument("--eps-l2", nargs="+", type=_nonneg_float, default=None, metavar="EPS",
+                   help=f"l2 budgets of the error-at-epsilon columns (default: {list(DEFAULT_EPS['l2'])})")
+    p.add_argument("--eps-linf", nargs="+", type=_nonneg_float, default=None, metavar="EPS",
+                   help=f"l_inf budgets of the error-at-epsilon columns (default: {list(DEFAULT_EPS['linf'])})")
+    p.add_argument("--attack", choices=MIN_NORM_ATTACKS, default="fmn",
+                   help="minimum-norm attack giving the distances (default: fmn, started from DeepFool)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="steps of the minimum-norm attack (default: fmn 100, deepfool 50)")
+    p.add_argument("--n", type=positive_int, default=None, help="measure the first N test inputs (default: all)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="inputs per attack call (default: 256)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: the checkpoint's data_root)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--out", default="runs/robustness", help="output folder (default: runs/robustness)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar even when not interactive")
+    p.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw margin_histogram.png")
+    p.set_defaults(func=run)
+    return p
+
+
+def _resolve_eps(
+    norms: Sequence[str], eps_l2: Sequence[float] | None, eps_linf: Sequence[float] | None
+) -> dict[str, list[float]]:
+    """Sorted, de-duplicated budgets per requested norm; a list given for a norm not requested is an error."""
+    given = {"l2": eps_l2, "linf": eps_linf}
+    for norm, values in given.items():
+        if values is not None and norm not in norms:
+            raise ValueError(
+                f"The '--eps-{norm}' option of deepmargin robustness needs {norm} in --norms. "
+                f"Got --norms {' '.join(norms)} instead."
+            )
+    return {norm: sorted(set(given[norm] if given[norm] is not None else DEFAULT_EPS[norm])) for norm in norms}
+
+
+def load_test_split(
+    metas: Mapping[str, Mapping[str, Any]],
+    *,
+    data_root: str | None = None,
+    n: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float], str, str | None]:
+    """The test split shared by the checkpoints, as ``deepmargin attack`` loads it.
+
+    The dataset is the one every checkpoint records in ``config['dataset']`` (they must agree);
+    its other settings (``data_root``, ``seed``, toy ``n_samples`` and ``data_noise``) come from
+    the first checkpoint. Each checkpoint's model must take the dataset's input shape and
+    number of classes.
+
+    Args:
+        metas: ``{model name: checkpoint metadata}`` from ``load_model``.
+        data_root: dataset folder (default: the first checkpoint's ``data_root``).
+        n: keep the first ``n`` test inputs (default: all).
+        device: where ``x`` and ``y`` go.
+
+    Returns:
+        ``(x, y, bounds, dataset, root)``; ``bounds`` is ``(-inf, inf)`` for unbounded (toy) inputs.
+    """
+    from ..data import load_dataset
+
+    datasets = {name: (meta.get("config") or {}).get("dataset") for name, meta in metas.items()}
+    if any(d is None for d in datasets.values()) or len(set(datasets.values())) != 1:
+        raise ValueError(
+            "The checkpoints of deepmargin robustness must all record the same dataset in config['dataset']. "
+            f"Got {datasets} instead."
+        )
+    dataset = next(iter(datasets.values()))
+    config0 = next(iter(metas.values())).get("config") or {}
+    root = data_root if data_root is not None else config0.get("data_root")
+    kwargs = {}
+    if config0.get("n_samples") is not None:
+        kwargs["n_samples"] = config0["n_samples"]
+    if config0.get("data_noise") is not None:
+        kwargs["noise"] = config0["data_noise"]
+    bundle = load_dataset(dataset, root=root, seed=int(config0.get("seed", 0) or 0), **kwargs)
+    for name, meta in metas.items():
+        kw = meta.get("model_kwargs") or {}
+        shape, classes = list(kw.get("input_shape") or []), kw.get("num_classes")
+        if shape != list(bundle.input_shape) or classes != bundle.num_classes:
+            raise ValueError(
+                f"The model of checkpoint {name!r} (input shape {shape}, {classes} classes) does not fit the dataset "
+                f"{dataset!r} (input shape {list(bundle.input_shape)}, {bundle.num_classes} classes)."
+            )
+    x, y = bundle.test.x, bundle.test.y
+    if n is not None:
+        x, y = x[:n], y[:n]
+    bounds = tuple(float(b) for b in bundle.bounds) if bundle.bounds is not None else (-math.inf, math.inf)
+    return x.to(device), y.to(device), bounds, dataset, root
+
+
+def build_attack(name: str, norm: str, *, steps: int | None = None, bounds: Sequence[float] = (0.0, 1.0)) -> Any:
+    """The minimum-norm attack ``name`` (``'fmn'`` or ``'deepfool'``) for ``norm`` (``'l2'``/``'linf'``).
+
+    ``steps=None`` keeps the attack's default (FMN 100, DeepFool 50).
+
+    Example:
+        >>> build_attack("deepfool", "l2", steps=10)
+        DeepFool(norm=2.0, steps=10, overshoot=0.02, candidates=10, nudge=0.0001, bounds=(0.0, 1.0), eps=None)
+    """
+    from ..attacks import FMN, DeepFool
+
+    if name not in MIN_NORM_ATTACKS:
+        raise ValueError(
+            f"The 'name' parameter of build_attack must be one of {list(MIN_NORM_ATTACKS)}. Got {name!r} instead."
+        )
+    cls = FMN if name == "fmn" else DeepFool
+    kwargs = {} if steps is None else {"steps": steps}
+    return cls(norm=norm, bounds=tuple(bounds), **kwargs)
+
+
+def _mean(values: torch.Tensor) -> float | None:
+    return float(values.double().mean()) if values.numel() else None
+
+
+def measure(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    norm: str,
+    attack: Any,
+    eps: Sequence[float],
+    batch_size: int = 256,
+    on_batch: Any = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """One minimum-norm attack run -> the summary numbers and the per-input margin report.
+
+    The attack runs once, inside :func:`deepmargin.metrics.margin_report` (called per chunk of
+    ``batch_size`` inputs); the summary is computed from its ``min_norm`` column with
+    :func:`~deepmargin.metrics.median_adversarial_distance` and
+    :func:`~deepmargin.metrics.error_at_eps`.
+
+    Args:
+        model: ``nn.Module`` returning logits.
+        x: inputs ``(N, *)``. y: labels ``(N,)``.
+        norm: ``'l2'`` or ``'linf'``.
+        attack: a minimum-norm attack measuring ``norm`` (see :func:`build_attack`).
+        eps: budgets of the error column (sorted ascending for a non-decreasing column).
+        batch_size: inputs per attack call.
+        on_batch: called with no argument after each chunk (progress bars).
+
+    Returns:
+        ``(summary, report)``: ``summary`` has ``n, clean_accuracy, median_distance, eps,
+        error_at_eps, mean_linearized, mean_min_norm, failed`` (means over the correctly
+        classified inputs with a finite distance; ``failed``: correctly classified inputs the
+        attack did not fool); ``report`` is ``margin_report``'s dict of ``(N,)`` tensors with
+        ``index`` counted over the whole of ``x``.
+    """
+    from ..metrics import error_at_eps, margin_report, median_adversarial_distance
+
+    if x.shape[0] == 0:
+        raise ValueError("The 'x' parameter of measure must hold at least one input. Got 0 instead.")
+    parts = []
+    for start in range(0, x.shape[0], batch_size):
+        part = margin_report(model, x[start:start + batch_size], y[start:start + batch_size], norm=norm,
+                             attack=attack, batch_size=batch_size)
+        part["index"] = part["index"] + start
+        parts.append(part)
+        if on_batch is not None:
+            on_batch()
+    report = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+    d, correct = report["min_norm"], report["correct"]
+    ok = correct & d.isfinite()
+    summary = {
+        "n": int(d.numel()),
+        "clean_accuracy": float(correct.double().mean()),
+        "median_distance": float(median_adversarial_distance(d)),
+        "eps": [float(e) for e in eps],
+        "error_at_eps": [float(v) for v in error_at_eps(d, list(eps))] if len(eps) else [],
+        "mean_linearized": _mean(report["linearized"][ok & report["linearized"].isfinite()]),
+        "mean_min_norm": _mean(d[ok]),
+        "failed": int((correct & ~d.isfinite()).sum()),
+    }
+    return summary, report
+
+
+def _report_rows(report: Mapping[str, torch.Tensor], **keys: Any) -> list[dict[str, Any]]:
+    columns = {k: v.detach().cpu().tolist() for k, v in report.items()}
+    n = len(columns["index"])
+    return [{**keys, **{k: columns[k][i] for k in columns}} for i in range(n)]
+
+
+def _check_models(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor) -> None:
+    """AutoAttack-style reliability checks on one batch, each warning tagged with the model's name."""
+    from ..attacks import check_model
+
+    for name, model in models.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_model(model, x, y)
+        for w in caught:
+            warnings.warn_explicit(f"[{name}] {w.message}", w.category, w.filename, w.lineno)
+
+
+def _errors_cell(eps: Sequence[float], errors: Sequence[float]) -> str:
+    return " ".join(f"{e:g}:{v:.3f}" for e, v in zip(eps, errors))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``deepmargin robustness`` with parsed arguments; return the exit status (0 on success)."""
+    from tqdm.auto import tqdm
+
+    from ..metrics import rho_adv
+    from ..reports.margins import MARGIN_FIELDS, atomic_write, plot_margin_histogram, write_rows_atomic
+    from ..reports.tables import format_table
+    from ..training.checkpoint import load_model
+    from ..training.records import write_json
+
+    start = time.perf_counter()
+    norms = list(dict.fromkeys(args.norms))
+    eps_by_norm = _resolve_eps(norms, args.eps_l2, args.eps_linf)
+    progress = bool(args.progress or sys.stderr.isatty())
+
+    names = _model_names(list(args.checkpoints))
+    models: dict[str, nn.Module] = {}
+    metas: dict[str, dict[str, Any]] = {}
+    for name, path in zip(names, args.checkpoints):  # every checkpoint is read before any attack runs
+        model, metas[name] = load_model(path, map_location="cpu")
+        models[name] = model.to(args.device).eval()
+    x, y, bounds, dataset, root = load_test_split(metas, data_root=args.data_root, n=args.n, device=args.device)
+    if x.shape[0] == 0:
+        raise ValueError(f"The test split of {dataset!r} is empty; nothing to measure.")
+    logger.info("dataset %s: %d test inputs, bounds %s", dataset, len(y), bounds)
+    _check_models(models, x[: args.batch_size], y[: args.batch_size])
+
+    attacks = {norm: build_attack(args.attack, norm, steps=args.steps, bounds=bounds) for norm in norms}
+    # rho_adv is defined with DeepFool in l2 (Moosavi-Dezfooli et al.; Matyasko & Chau)
+    rho_attack = build_attack("deepfool", "l2", steps=args.steps if args.attack == "deepfool" else None, bounds=bounds)
+    chunks = math.ceil(len(y) / args.batch_size)
+    total = len(models) * (len(norms) * chunks + ("l2" in norms))
+
+    summary_rows: list[dict[str, Any]] = []
+    margin_rows: list[dict[str, Any]] = []
+    with tqdm(total=total, desc="robustness", disable=not progress, leave=False, file=sys.stderr) as bar:
+        for name, model in models.items():
+            for norm in norms:
+                bar.set_postfix_str(f"{name} {norm} {args.attack}")
+                summary, report = measure(model, x, y, norm=norm, attack=attacks[norm], eps=eps_by_norm[norm],
+                                          batch_size=args.batch_size, on_batch=lambda: bar.update(1))
+                rho = None
+                if norm == "l2":
+                    bar.set_postfix_str(f"{name} rho_adv")
+                    rho = float(rho_adv(model, x, y, attack=rho_attack, batch_size=args.batch_size)["rho_adv"])
+                    bar.update(1)
+                summary_rows.append({
+                    "model": name, "norm": norm, "attack": args.attack, **summary, "rho_adv": rho,
+                    "dataset": dataset, "checkpoint": str(args.checkpoints[names.index(name)]),
+                    "steps": attacks[norm].steps,
+                })
+                margin_rows += _report_rows(report, model=name, norm=norm, attack=args.attack)
+                logger.debug("%s %s: median distance %.4g", name, norm, summary["median_distance"])
+
+    out = Path(args.out)
+    written = [
+        write_rows_atomic(out / "summary.csv", summary_rows, fieldnames=SUMMARY_FIELDS),
+        write_rows_atomic(out / "summary.jsonl", summary_rows),
+        write_rows_atomic(out / "margins.csv", margin_rows, fieldnames=MARGIN_FIELDS),
+    ]
+    if args.plot:
+        fig = plot_margin_histogram(out / "margins.csv", title=f"{dataset}: distance to the boundary (n={len(y)})")
+        written.append(atomic_write(out / "margin_histogram.png", lambda h: fig.savefig(h, format="png", dpi=120),
+                                    binary=True))
+    config = {
+        "command": "robustness",
+        "checkpoints": dict(zip(names, [str(p) for p in args.checkpoints])),
+        "dataset": dataset,
+        "data_root": root,
+        "n": len(y),
+        "bounds": list(bounds),
+        "norms": norms,
+        "eps": eps_by_norm,
+        "attack": args.attack,
+        "steps": args.steps,
+        "attack_objects": {norm: repr(a) for norm, a in attacks.items()},
+        "rho_adv_attack": repr(rho_attack) if "l2" in norms else None,
+        "batch_size": args.batch_size,
+        "device": str(args.device),
+        "torch_version": torch.__version__,
+    }
+    written.append(write_json(out / "config.json", config))
+
+    table = [
+        {"model": r["model"], "norm": r["norm"], "attack": r["attack"], "n": r["n"], "clean_acc": r["clean_accuracy"],
+         "median_dist": r["median_distance"], "mean_lin": r["mean_linearized"], "mean_min_norm": r["mean_min_norm"],
+         "failed": r["failed"], "err@eps": _errors_cell(r["eps"], r["error_at_eps"]), "rho_adv": r["rho_adv"]}
+        for r in summary_rows
+    ]
+    print(format_table(table))
+    print("wrote " + ", ".join(str(p) for p in written))
+    logger.info("deepmargin robustness finished in %.1f s", time.perf_counter() - start)
+    return 0
