@@ -22,14 +22,6 @@ from deepmargin.attacks import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def silent():
     """Turn every ReliabilityWarning into an error inside the test."""

@@ -31,30 +31,13 @@ from deepmargin.attacks import (
     transfer_accuracy,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(dim=1) == y).float().mean().item()
+from _helpers import accuracy as _accuracy, fit, lp as _lp
 
 
 def _train_mlp(x: torch.Tensor, y: torch.Tensor, seed: int, steps: int = 80) -> nn.Module:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
+    return fit(model, x, y, steps=steps).eval()
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +60,6 @@ def trained(digits):
 def surrogate(digits):
     x_train, y_train, _, _ = digits
     return _train_mlp(x_train, y_train, seed=1)
-
-
-def _lp(t: torch.Tensor, p: float) -> torch.Tensor:
-    flat = t.reshape(t.shape[0], -1)
-    return flat.abs().amax(dim=1) if math.isinf(p) else flat.norm(dim=1)
 
 
 # ----------------------------------------------------------------------------- closed forms

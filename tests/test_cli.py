@@ -12,14 +12,6 @@ from deepmargin.data import load_dataset
 from deepmargin.training import load_checkpoint, load_model, read_jsonl
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TRAIN = ["train", "--data", "digits", "--train-fraction", "0.2", "--epochs", "1", "--batch-size", "32"]
 
 

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from deepmargin.attacks import IFGSM, TransferAttack
 from deepmargin.cli import attack as attack_cli
@@ -17,13 +16,7 @@ from deepmargin.models import build_model
 from deepmargin.reports.robustness import accuracy_table, load_rows, plot_accuracy_vs_epsilon, write_rows
 from deepmargin.training.checkpoint import save_checkpoint
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from _helpers import fit
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +28,7 @@ def _checkpoint(path, bundle, seed: int, dataset: str = "digits"):
     torch.manual_seed(seed)
     kwargs = {"num_classes": 10, "input_shape": [1, 8, 8], "hidden_sizes": [32]}
     model = build_model("mlp", num_classes=10, input_shape=(1, 8, 8), hidden_sizes=[32])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(60):
-        opt.zero_grad()
-        F.cross_entropy(model(bundle.train.x), bundle.train.y).backward()
-        opt.step()
+    fit(model, bundle.train.x, bundle.train.y, steps=60)
     save_checkpoint(path, model=model, model_name="mlp", model_kwargs=kwargs, config={"dataset": dataset, "seed": 0})
     return model.eval()
 
@@ -126,8 +115,8 @@ def test_cli_rejects_mixed_datasets(checkpoints, bundle, tmp_path):
 
 @pytest.mark.parametrize(
     "argv,match",
-    [(["--norms", "l1"], "norm must be one of"), (["--eps", "-0.1"], "expected a finite number >= 0"),
-     (["--attacks", "cw"], "invalid choice"), (["--steps", "0"], "expected an integer >= 1")],
+    [(["--norms", "l1"], "must be one of linf, l2"), (["--eps", "-0.1"], "must be a finite float >= 0"),
+     (["--attacks", "cw"], "invalid choice"), (["--steps", "0"], "must be an int >= 1")],
 )
 def test_cli_argument_errors(argv, match, capsys):
     with pytest.raises(SystemExit):

@@ -11,7 +11,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from deepmargin.cli.main import build_parser, main
 from deepmargin.data import load_dataset
@@ -25,13 +24,7 @@ from deepmargin.reports.margins import (
 )
 from deepmargin.training.checkpoint import load_model, save_checkpoint
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from _helpers import fit
 
 
 def _train(path, dataset: str, hidden: list[int], *, seed: int, steps: int, lr: float):
@@ -40,11 +33,7 @@ def _train(path, dataset: str, hidden: list[int], *, seed: int, steps: int, lr: 
     kwargs = {"num_classes": bundle.num_classes, "input_shape": list(bundle.input_shape), "hidden_sizes": hidden}
     torch.manual_seed(seed)
     model = build_model("mlp", num_classes=bundle.num_classes, input_shape=bundle.input_shape, hidden_sizes=hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(model(bundle.train.x), bundle.train.y).backward()
-        opt.step()
+    fit(model, bundle.train.x, bundle.train.y, steps=steps, lr=lr)
     save_checkpoint(path, model=model, model_name="mlp", model_kwargs=kwargs, config={"dataset": dataset, "seed": 0})
     return path
 
@@ -246,9 +235,9 @@ def test_a_failing_write_leaves_the_old_file(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--norms", "l3"], "norm must be one of linf, l2"),
-        (["--eps-l2", "-1"], "expected a finite number >= 0, got '-1'"),
-        (["--eps-linf", "nan"], "expected a finite number >= 0, got 'nan'"),
+        (["--norms", "l3"], "must be one of linf, l2"),
+        (["--eps-l2", "-1"], "must be a finite float >= 0. Got '-1' instead."),
+        (["--eps-linf", "nan"], "must be a finite float >= 0. Got 'nan' instead."),
         (["--n", "0"], "must be an int >= 1. Got '0' instead."),
         (["--attack", "pgd"], "invalid choice: 'pgd'"),
     ],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 
 import pytest
 import torch
@@ -12,75 +11,7 @@ from torch import nn
 
 from deepmargin.attacks.deepfool import DeepFool, logit_difference_gradients
 
-WIDE = (-1e6, 1e6)  # bounds that never clip
-NORMS = [2, math.inf]
-
-
-def dual(norm: float) -> float:
-    return 2.0 if norm == 2 else 1.0
-
-
-def lp(t: torch.Tensor, p: float) -> torch.Tensor:
-    return t.flatten(1).norm(p=p, dim=1)
-
-
-def linear_model(num_classes: int, dim: int, seed: int) -> nn.Linear:
-    gen = torch.Generator().manual_seed(seed)
-    model = nn.Linear(dim, num_classes).double()
-    with torch.no_grad():
-        model.weight.copy_(torch.randn(num_classes, dim, generator=gen, dtype=torch.float64))
-        model.bias.copy_(torch.randn(num_classes, generator=gen, dtype=torch.float64))
-    return model
-
-
-def exact_linear_distance(model: nn.Linear, x: torch.Tensor, y: torch.Tensor, norm: float) -> torch.Tensor:
-    """min_{j != y} (z_y - z_j) / ||W_y - W_j||_q: the exact distance for an unbounded linear model."""
-    with torch.no_grad():
-        z = model(x)
-        out = torch.full((x.shape[0],), math.inf, dtype=x.dtype)
-        for j in range(z.shape[1]):
-            w = model.weight[y] - model.weight[j]
-            d = (z.gather(1, y[:, None]).squeeze(1) - z[:, j]) / w.norm(p=dual(norm), dim=1)
-            out = torch.where(y == j, out, torch.minimum(out, d))
-    return out
-
-
-def train_digits_mlp(seed: int = 0, n_test: int = 200) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A small ReLU MLP on scikit-learn's bundled 8x8 digits (inputs in [0, 1]), trained for ~0.5 s."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.tensor(data.data / 16.0, dtype=torch.float32)
-    y = torch.tensor(data.target, dtype=torch.int64)
-    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-    x, y = x[perm], y[perm]
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x[:-n_test]), y[:-n_test]).backward()
-        opt.step()
-    return model.eval(), x[-n_test:], y[-n_test:]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return train_digits_mlp(seed=0)
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).double().mean().item()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and avoids oversubscribing a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from _helpers import NORMS, WIDE, accuracy, exact_linear_distance, linear_model, lp
 
 
 # ------------------------------------------------------------------------------------------
@@ -165,8 +96,8 @@ def test_logit_difference_gradients_match_weight_differences():
 
 
 @pytest.mark.parametrize("norm", NORMS)
-def test_trained_model_adversarials_in_bounds_and_misclassified(digits, norm):
-    model, x, y = digits
+def test_trained_model_adversarials_in_bounds_and_misclassified(digits_mlp, norm):
+    model, x, y = digits_mlp
     res = DeepFool(norm=norm).run(model, x, y)
     assert res.x_adv.shape == x.shape and res.x_adv.dtype == x.dtype
     assert (res.x_adv >= 0).all() and (res.x_adv <= 1).all()
@@ -183,8 +114,8 @@ def test_trained_model_adversarials_in_bounds_and_misclassified(digits, norm):
 
 
 @pytest.mark.parametrize("norm", NORMS)
-def test_trained_model_accuracy_under_attack_below_clean(digits, norm):
-    model, x, y = digits
+def test_trained_model_accuracy_under_attack_below_clean(digits_mlp, norm):
+    model, x, y = digits_mlp
     eps = [0.5, 1.0] if norm == 2 else [0.05, 0.1]
     batches = DeepFool(norm=norm, eps=eps)(model, x, y)
     assert isinstance(batches, list) and len(batches) == 2
@@ -197,8 +128,8 @@ def test_trained_model_accuracy_under_attack_below_clean(digits, norm):
     torch.testing.assert_close(single, batches[1])
 
 
-def test_float64_and_device_follow_inputs(digits):
-    model, x, y = digits
+def test_float64_and_device_follow_inputs(digits_mlp):
+    model, x, y = digits_mlp
     model64 = copy.deepcopy(model).double()
     res = DeepFool(norm=2).run(model64, x.double(), y)
     assert res.x_adv.dtype == torch.float64 and res.delta_norm.dtype == torch.float64
@@ -291,9 +222,9 @@ def test_call_errors():
 
 
 @pytest.mark.parametrize("norm", NORMS)
-def test_robust_accuracy_matches_foolbox(digits, norm):
+def test_robust_accuracy_matches_foolbox(digits_mlp, norm):
     fb = pytest.importorskip("foolbox")
-    model, x, y = digits
+    model, x, y = digits_mlp
     ours = DeepFool(norm=norm, steps=50, candidates=10, overshoot=0.02)
     # an epsilon in the middle of the distance distribution, where the comparison is most sensitive
     dist = ours.run(model, x, y).delta_norm

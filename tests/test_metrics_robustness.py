@@ -22,17 +22,7 @@ from deepmargin.metrics.robustness import (
     rho_adv,
 )
 
-WIDE = (-1e6, 1e6)
-NORMS = [2, math.inf]
-
-
-def linear_model(num_classes: int, dim: int, seed: int) -> nn.Linear:
-    gen = torch.Generator().manual_seed(seed)
-    model = nn.Linear(dim, num_classes).double()
-    with torch.no_grad():
-        model.weight.copy_(torch.randn(num_classes, dim, generator=gen, dtype=torch.float64))
-        model.bias.copy_(torch.randn(num_classes, generator=gen, dtype=torch.float64))
-    return model
+from _helpers import NORMS, WIDE, linear_model
 
 
 def random_distances(seed: int, n: int) -> torch.Tensor:
@@ -42,15 +32,6 @@ def random_distances(seed: int, n: int) -> torch.Tensor:
     d[kind == 0] = 0.0  # misclassified
     d[kind == 1] = math.inf  # failed
     return d
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and avoids oversubscribing a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------

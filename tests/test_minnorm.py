@@ -11,78 +11,14 @@ from torch import nn
 from deepmargin.attacks.deepfool import DeepFool
 from deepmargin.attacks.minnorm import FMN, MinNormResult, flat_norm, project_to_ball
 
-WIDE = (-1e6, 1e6)  # bounds that never clip
-NORMS = [2, math.inf]
+from _helpers import NORMS, WIDE, accuracy, exact_linear_distance, linear_model, lp
+
 RTOL = 2e-3  # FMN's precision on a linear model (final relative epsilon step is 1e-3)
-
-
-def lp(t: torch.Tensor, p: float) -> torch.Tensor:
-    return t.flatten(1).norm(p=p, dim=1)
-
-
-def linear_model(num_classes: int, dim: int, seed: int) -> nn.Linear:
-    gen = torch.Generator().manual_seed(seed)
-    model = nn.Linear(dim, num_classes).double()
-    with torch.no_grad():
-        model.weight.copy_(torch.randn(num_classes, dim, generator=gen, dtype=torch.float64))
-        model.bias.copy_(torch.randn(num_classes, generator=gen, dtype=torch.float64))
-    return model
-
-
-def exact_linear_distance(model: nn.Linear, x: torch.Tensor, y: torch.Tensor, norm: float) -> torch.Tensor:
-    """min_{j != y} (z_y - z_j) / ||W_y - W_j||_q: the exact distance for an unbounded linear model."""
-    q = 2.0 if norm == 2 else 1.0
-    with torch.no_grad():
-        z = model(x)
-        out = torch.full((x.shape[0],), math.inf, dtype=x.dtype)
-        for j in range(z.shape[1]):
-            w = model.weight[y] - model.weight[j]
-            d = (z.gather(1, y[:, None]).squeeze(1) - z[:, j]) / w.norm(p=q, dim=1)
-            out = torch.where(y == j, out, torch.minimum(out, d))
-    return out
 
 
 def points(model: nn.Linear, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.rand(n, model.in_features, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return x, model(x).argmax(1).detach()
-
-
-def train_digits_mlp(seed: int = 0, n_test: int = 200) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A small ReLU MLP on scikit-learn's bundled 8x8 digits (inputs in [0, 1])."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.tensor(data.data / 16.0, dtype=torch.float32)
-    y = torch.tensor(data.target, dtype=torch.int64)
-    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-    x, y = x[perm], y[perm]
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x[:-n_test]), y[:-n_test]).backward()
-        opt.step()
-    return model.eval(), x[-n_test:], y[-n_test:]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return train_digits_mlp(seed=0)
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).double().mean().item()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and avoids oversubscribing a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------
@@ -151,8 +87,8 @@ def test_starting_points_are_refined_to_the_boundary():
 
 
 @pytest.mark.parametrize("norm", NORMS)
-def test_trained_model_results_consistent(digits, norm):
-    model, x, y = digits
+def test_trained_model_results_consistent(digits_mlp, norm):
+    model, x, y = digits_mlp
     res = FMN(norm=norm).run(model, x, y)
     assert isinstance(res, MinNormResult)
     assert res.x_adv.shape == x.shape and res.delta_norm.shape == (x.shape[0],)
@@ -169,8 +105,8 @@ def test_trained_model_results_consistent(digits, norm):
 
 
 @pytest.mark.parametrize("norm", NORMS)
-def test_trained_model_accuracy_under_attack_below_clean(digits, norm):
-    model, x, y = digits
+def test_trained_model_accuracy_under_attack_below_clean(digits_mlp, norm):
+    model, x, y = digits_mlp
     eps = [0.5, 1.0] if norm == 2 else [0.05, 0.1]
     batches = FMN(norm=norm, init="zero", steps=50, eps=eps)(model, x, y)
     assert isinstance(batches, list) and len(batches) == len(eps)

@@ -14,14 +14,6 @@ from deepmargin.models import MLP, MODELS, DigitsCNN, MnistCNN, build_model, mod
 DEFAULT_SHAPES = {"mnist_cnn": (1, 28, 28), "digits_cnn": (1, 8, 8), "mlp": (1, 8, 8)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("num_classes", [2, 7])
 def test_output_shape_and_hidden_layers(name, num_classes):

@@ -30,14 +30,6 @@ from deepmargin.training import checkpoint as checkpoint_module
 from deepmargin.training import trainer as trainer_module
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def blobs(seed: int, n: int = 96, num_classes: int = 3, spread: float = 0.35) -> DataBundle:
     """Well-separated Gaussian blobs around the vertices of a regular polygon."""
     g = torch.Generator().manual_seed(seed)

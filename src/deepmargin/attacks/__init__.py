@@ -23,8 +23,10 @@ from .checks import (
     warn_if_transfer_beats_whitebox,
     warn_if_zero_gradients,
 )
+from .deepfool import DeepFool
 from .evaluate import accuracy_vs_epsilon, attack_label, predict, run_sweep
 from .gradient import FGSM, IFGSM, PGD, GradientAttack, attack_loss, norm_name
+from .minnorm import FMN
 from .noise import GaussianNoise, gaussian_noise, snr_db
 from .normalize import Normalize, normalized
 from .transfer import TransferAttack, transfer_accuracy
@@ -54,21 +56,6 @@ __all__ = [
     "warn_if_zero_gradients",
     "warn_if_randomized",
     "warn_if_transfer_beats_whitebox",
+    "DeepFool",
+    "FMN",
 ]
-
-# Minimum-norm attacks (DeepFool, FMN) live in deepfool.py and minnorm.py, written separately;
-# imported last and guarded (only against the module itself being absent) while they are written.
-try:
-    from .deepfool import DeepFool
-except ModuleNotFoundError as exc:  # pragma: no cover - until attacks/deepfool.py exists
-    if exc.name != f"{__name__}.deepfool":
-        raise
-else:
-    __all__.append("DeepFool")
-try:
-    from .minnorm import FMN
-except ModuleNotFoundError as exc:  # pragma: no cover - until attacks/minnorm.py exists
-    if exc.name != f"{__name__}.minnorm":
-        raise
-else:
-    __all__.append("FMN")

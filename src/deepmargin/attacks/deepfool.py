@@ -9,17 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._base import check_bounds, check_inputs, check_norm, eval_mode
-from .minnorm import (
-    MinNormResult,
-    _MinNormAttack,
-    check_eps,
-    check_float,
-    check_int,
-    check_logits,
-    dual_norm_exponent,
-    flat_norm,
-)
+from ._base import check_bounds, check_float, check_int, check_norm, eval_mode
+from .minnorm import MinNormResult, _MinNormAttack, check_eps, check_logits, dual_norm_exponent, flat_norm
 
 __all__ = ["DeepFool", "logit_difference_gradients"]
 
@@ -145,13 +136,10 @@ class DeepFool(_MinNormAttack):
             with ``delta_norm == 0``; failed ones as the last iterate with ``delta_norm == inf``.
         """
         owner = "DeepFool"
-        check_inputs(x, y, owner)
+        x0, y, view = self._prepare(x, y, owner)
         low, high = self.bounds
         q = dual_norm_exponent(self.norm)
-        x0 = x.detach()
-        y = y.to(device=x.device, dtype=torch.int64)
         n = x0.shape[0]
-        view = (-1,) + (1,) * (x0.dim() - 1)
 
         x_adv = x0.clone()
         r_total = torch.zeros_like(x0)

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._base import check_inputs, eval_mode
+from ._base import check_epsilons, check_inputs, eval_mode, lp_norms, per_sample
 from .checks import warn_if_training
-from .gradient import _check_epsilons, _lp_norms, _per_sample, norm_name
+from .gradient import norm_name
 from .transfer import TransferAttack
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def run_sweep(
     Returns:
         A list of ``len(epsilons)`` tensors shaped like ``x``.
     """
-    epsilons = _check_epsilons(epsilons, "run_sweep")
+    epsilons = check_epsilons(epsilons, "run_sweep")
     sweep = getattr(attack, "sweep", None)
     if callable(sweep):
         kwargs = {"generator": generator} if generator is not None and _accepts_generator(sweep) else {}
@@ -129,10 +129,10 @@ def run_sweep(
     else:
         kwargs = {"generator": generator} if generator is not None and _accepts_generator(attack.__call__) else {}
         x_adv = attack(model, x, y, **kwargs)
-        dist = _lp_norms(x_adv - x, p)
+        dist = lp_norms(x_adv - x, p)
     out = []
     for eps in epsilons:
-        inside = _per_sample(dist <= eps * (1 + 1e-6), x)
+        inside = per_sample(dist <= eps * (1 + 1e-6), x)
         out.append(torch.where(inside, x_adv, x))
     return out
 
@@ -195,7 +195,7 @@ def accuracy_vs_epsilon(
     """
     owner = "accuracy_vs_epsilon"
     check_inputs(x, y, owner)
-    epsilons = _check_epsilons(epsilons, owner)
+    epsilons = check_epsilons(epsilons, owner)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"The 'batch_size' parameter of {owner} must be an int >= 1. Got {batch_size!r} instead.")
     if isinstance(models, nn.Module):

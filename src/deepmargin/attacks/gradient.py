@@ -31,7 +31,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import check_bounds, check_inputs, check_norm, eval_mode
+from ._base import (
+    check_bool,
+    check_bounds,
+    check_epsilons,
+    check_float,
+    check_generator,
+    check_inputs,
+    check_int,
+    check_norm,
+    check_seed,
+    eval_mode,
+    lp_norms,
+    per_sample,
+    resolve_generator,
+)
 from .checks import warn_if_probabilities, warn_if_training, warn_if_zero_gradients
 
 logger = logging.getLogger(__name__)
@@ -82,22 +96,12 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torc
 # --------------------------------------------------------------------------- tensor helpers
 
 
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape a ``(N,)`` tensor to broadcast against ``like`` of shape ``(N, *)``."""
-    return v.reshape((-1,) + (1,) * (like.dim() - 1))
-
-
-def _lp_norms(t: torch.Tensor, p: float) -> torch.Tensor:
-    flat = t.reshape(t.shape[0], -1)
-    return flat.abs().amax(dim=1) if math.isinf(p) else torch.linalg.vector_norm(flat, ord=p, dim=1)
-
-
 def _direction(grad: torch.Tensor, p: float) -> torch.Tensor:
     """Steepest-ascent direction of unit ``p``-norm: ``sign(g)`` or ``g / ||g||_2``."""
     if math.isinf(p):
         return grad.sign()
-    norms = _lp_norms(grad, 2.0).clamp_min(1e-12)
-    return grad / _per_sample(norms, grad)
+    norms = lp_norms(grad, 2.0).clamp_min(1e-12)
+    return grad / per_sample(norms, grad)
 
 
 def _project(x_adv: torch.Tensor, x0: torch.Tensor, eps: float, p: float) -> torch.Tensor:
@@ -105,9 +109,9 @@ def _project(x_adv: torch.Tensor, x0: torch.Tensor, eps: float, p: float) -> tor
     delta = x_adv - x0
     if math.isinf(p):
         return x0 + delta.clamp(-eps, eps)
-    norms = _lp_norms(delta, 2.0).clamp_min(1e-12)
+    norms = lp_norms(delta, 2.0).clamp_min(1e-12)
     factor = (eps / norms).clamp(max=1.0)
-    return x0 + delta * _per_sample(factor, delta)
+    return x0 + delta * per_sample(factor, delta)
 
 
 def _random_start(x0: torch.Tensor, eps: float, p: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -126,29 +130,10 @@ def _random_start(x0: torch.Tensor, eps: float, p: float, generator: torch.Gener
 # --------------------------------------------------------------------------- validation
 
 
-def _check_eps(eps: float, owner: str, name: str = "eps") -> float:
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"The '{name}' parameter of {owner} must be a finite float >= 0. Got {eps!r} instead.")
-    return float(eps)
-
-
-def _check_epsilons(epsilons: Sequence[float], owner: str) -> list[float]:
-    if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, (Sequence, torch.Tensor)):
-        raise TypeError(
-            f"The 'epsilons' parameter of {owner} must be a sequence of floats >= 0. Got {epsilons!r} instead."
-        )
-    values = epsilons.tolist() if isinstance(epsilons, torch.Tensor) else list(epsilons)
-    if not values:
-        raise ValueError(f"The 'epsilons' parameter of {owner} must be non-empty. Got {epsilons!r} instead.")
-    return [_check_eps(e, owner, "epsilons") for e in values]
-
-
 def _check_steps(steps: int | None, owner: str, optional: bool) -> int | None:
     if steps is None and optional:
         return None
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"The 'steps' parameter of {owner} must be an int >= 1. Got {steps!r} instead.")
-    return int(steps)
+    return check_int(steps, "steps", owner, 1)
 
 
 def _check_step_size(step_size: float | None, owner: str) -> float | None:
@@ -164,18 +149,6 @@ def _check_step_size(step_size: float | None, owner: str) -> float | None:
             f"The 'step_size' parameter of {owner} must be a finite float > 0 or None. Got {step_size!r} instead."
         )
     return float(step_size)
-
-
-def _check_seed(seed: int | None, generator: torch.Generator | None, owner: str) -> None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-        raise ValueError(f"The 'seed' parameter of {owner} must be an int >= 0 or None. Got {seed!r} instead.")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"The 'generator' parameter of {owner} must be a torch.Generator or None. "
-            f"Got {type(generator).__name__} instead."
-        )
-    if seed is not None and generator is not None:
-        raise ValueError(f"The 'seed' and 'generator' parameters of {owner} are exclusive. Got both instead.")
 
 
 def check_within_bounds(x: torch.Tensor, bounds: tuple[float, float], owner: str) -> None:
@@ -232,18 +205,16 @@ class GradientAttack:
         generator: torch.Generator | None = None,
     ) -> None:
         owner = type(self).__name__
-        self.eps = _check_eps(eps, owner)
+        self.eps = check_float(eps, "eps", owner, low=0)
         self.norm = check_norm(norm, owner)
         self.steps = _check_steps(steps, owner, optional=True)
         self.step_size = _check_step_size(step_size, owner)
-        if not isinstance(random_start, bool):
-            raise TypeError(f"The 'random_start' parameter of {owner} must be a bool. Got {random_start!r} instead.")
-        self.random_start = random_start
+        self.random_start = check_bool(random_start, "random_start", owner)
         self.bounds = check_bounds(bounds, owner)
         if loss not in _LOSSES:
             raise ValueError(f"The 'loss' parameter of {owner} must be one of {list(_LOSSES)}. Got {loss!r} instead.")
         self.loss = loss
-        _check_seed(seed, generator, owner)
+        check_seed(seed, generator, owner)
         self.seed = seed
         self.generator = generator
 
@@ -315,12 +286,8 @@ class GradientAttack:
         """
         owner = f"{type(self).__name__}.sweep"
         check_inputs(x, y, owner)
-        epsilons = _check_epsilons(epsilons, owner)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"The 'generator' parameter of {owner} must be a torch.Generator or None. "
-                f"Got {type(generator).__name__} instead."
-            )
+        epsilons = check_epsilons(epsilons, owner)
+        check_generator(generator, owner)
         check_within_bounds(x, self.bounds, owner)
         warn_if_training(model, stacklevel=3)
         x0 = x.detach()
@@ -330,13 +297,7 @@ class GradientAttack:
     # -- implementation ----------------------------------------------------------------
 
     def _generator(self, override: torch.Generator | None) -> torch.Generator | None:
-        if override is not None:
-            return override
-        if self.generator is not None:
-            return self.generator
-        if self.seed is not None:
-            return torch.Generator().manual_seed(self.seed)
-        return None
+        return resolve_generator(override, self.generator, self.seed)
 
     def _gradient(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, check: bool) -> torch.Tensor:
         xg = x.detach().requires_grad_(True)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._base import check_bounds, check_inputs, check_norm, eval_mode
+from ._base import check_bounds, check_float, check_inputs, check_int, check_norm, eval_mode
 
 __all__ = ["FMN", "MinNormResult"]
 
@@ -72,31 +72,6 @@ def project_to_ball(delta: torch.Tensor, radius: torch.Tensor, p: float) -> torc
     norms = flat_norm(delta, 2.0).reshape(shape)
     scale = torch.where(norms > r, r / norms.clamp_min(torch.finfo(delta.dtype).tiny), torch.ones_like(norms))
     return delta * scale
-
-
-def check_int(value: object, name: str, owner: str, low: int) -> int:
-    """Validate an int parameter ``>= low`` (bools are rejected)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be an int >= {low}. Got {value!r} instead."
-        )
-    return int(value)
-
-
-def check_float(value: object, name: str, owner: str, *, low: float = 0.0, strict: bool = False) -> float:
-    """Validate a finite real parameter ``>= low`` (``> low`` when ``strict``)."""
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, numbers.Real)
-        and math.isfinite(float(value))
-        and (float(value) > low if strict else float(value) >= low)
-    )
-    if not ok:
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be a finite float {bound}. Got {value!r} instead."
-        )
-    return float(value)
 
 
 def check_eps(eps: object, owner: str) -> float | tuple[float, ...] | None:
@@ -154,6 +129,16 @@ class _MinNormAttack:
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> MinNormResult:  # pragma: no cover
         raise NotImplementedError
+
+    @staticmethod
+    def _prepare(
+        x: torch.Tensor, y: torch.Tensor, owner: str
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+        """Check ``x``, ``y``; return the detached ``x``, int64 labels on its device, and the
+        shape ``(-1, 1, ..., 1)`` that broadcasts a per-sample ``(N,)`` tensor against ``x``."""
+        check_inputs(x, y, owner)
+        x0 = x.detach()
+        return x0, y.to(device=x.device, dtype=torch.int64), (-1,) + (1,) * (x0.dim() - 1)
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -326,7 +311,7 @@ class FMN(_MinNormAttack):
             ``delta_norm == inf``.
         """
         owner = "FMN"
-        check_inputs(x, y, owner)
+        x0, y, view = self._prepare(x, y, owner)
         if starting_points is not None and (
             not isinstance(starting_points, torch.Tensor) or starting_points.shape != x.shape
         ):
@@ -336,11 +321,8 @@ class FMN(_MinNormAttack):
             )
         low, high = self.bounds
         p, q = self.norm, dual_norm_exponent(self.norm)
-        x0 = x.detach()
-        y = y.to(device=x.device, dtype=torch.int64)
         n = x0.shape[0]
         tiny = torch.finfo(x0.dtype).tiny
-        view = (-1,) + (1,) * (x0.dim() - 1)
         inf = torch.full((n,), math.inf, dtype=x0.dtype, device=x0.device)
 
         with eval_mode(model):

@@ -20,8 +20,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._base import check_bounds
-from .gradient import _check_epsilons, _check_seed, _lp_norms, _per_sample
+from ._base import (
+    check_bool,
+    check_bounds,
+    check_epsilons,
+    check_seed,
+    check_x,
+    lp_norms,
+    per_sample,
+    resolve_generator,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +52,7 @@ def snr_db(x: torch.Tensor, x_noisy: torch.Tensor) -> torch.Tensor:
             f"The 'x_noisy' parameter of snr_db must have the shape of x, {tuple(x.shape)}. "
             f"Got {tuple(x_noisy.shape)} instead."
         )
-    return 20 * torch.log10(_lp_norms(x, 2.0) / _lp_norms(x_noisy - x, 2.0))
+    return 20 * torch.log10(lp_norms(x, 2.0) / lp_norms(x_noisy - x, 2.0))
 
 
 def _check_level(value: float, name: str, owner: str, allow_inf: bool) -> float:
@@ -65,8 +73,8 @@ def _scale(x: torch.Tensor, z: torch.Tensor, mode: str, level: float) -> torch.T
         return level * z
     if math.isinf(level) and level > 0:
         return torch.zeros_like(z)
-    target = _lp_norms(x, 2.0) * 10.0 ** (-level / 20.0)
-    return z * _per_sample(target / _lp_norms(z, 2.0).clamp_min(1e-30), z)
+    target = lp_norms(x, 2.0) * 10.0 ** (-level / 20.0)
+    return z * per_sample(target / lp_norms(z, 2.0).clamp_min(1e-30), z)
 
 
 class GaussianNoise:
@@ -125,10 +133,8 @@ class GaussianNoise:
         self.mode = "std" if std is not None else "snr"
         self.level = _check_level(std if std is not None else snr, self.mode, owner, allow_inf=True)
         self.bounds = check_bounds(bounds, owner)
-        if not isinstance(clip, bool):
-            raise TypeError(f"The 'clip' parameter of {owner} must be a bool. Got {clip!r} instead.")
-        self.clip = clip
-        _check_seed(seed, generator, owner)
+        self.clip = check_bool(clip, "clip", owner)
+        check_seed(seed, generator, owner)
         self.seed = seed
         self.generator = generator
 
@@ -176,18 +182,15 @@ class GaussianNoise:
             True
         """
         owner = "GaussianNoise.sweep"
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"The 'x' parameter of {owner} must be a floating-point tensor. Got {type(x).__name__} instead.")
+        check_x(x, owner)
         if isinstance(levels, (str, bytes)) or not isinstance(levels, (Sequence, torch.Tensor)) or len(levels) == 0:
             raise ValueError(f"The 'levels' parameter of {owner} must be a non-empty sequence of floats. Got {levels!r} instead.")
         values = levels.tolist() if isinstance(levels, torch.Tensor) else list(levels)
         if self.mode == "std":
-            values = _check_epsilons(values, owner)
+            values = check_epsilons(values, owner)
         else:
             values = [_check_level(v, "snr", owner, allow_inf=True) for v in values]
-        gen = generator if generator is not None else self.generator
-        if gen is None and self.seed is not None:
-            gen = torch.Generator().manual_seed(self.seed)
+        gen = resolve_generator(generator, self.generator, self.seed)
         device = gen.device if gen is not None else x.device
         x0 = x.detach()
         z = torch.randn(x0.shape, generator=gen, device=device, dtype=x0.dtype).to(x0.device)

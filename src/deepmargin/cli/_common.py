@@ -1,10 +1,12 @@
-"""Helpers shared by the subcommands: argument types and printing."""
+"""Helpers shared by the subcommands: argument types, checkpoint and test-data loading, printing."""
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +43,120 @@ def unit_float(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be a float in [0, 1). Got {text!r} instead.")
     return value
+
+
+def nonneg_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite float >= 0. Got {text!r} instead.")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """argparse type: an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0. Got {text!r} instead.") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0. Got {text!r} instead.")
+    return value
+
+
+_NORMS = {"inf": "linf", "linf": "linf", "l_inf": "linf", "2": "l2", "l2": "l2"}
+
+
+def norm_arg(text: str) -> str:
+    """argparse type: an attack norm, returned as ``'linf'`` or ``'l2'``."""
+    key = text.strip().lower()
+    if key not in _NORMS:
+        raise argparse.ArgumentTypeError(f"must be one of linf, l2 (or inf, 2). Got {text!r} instead.")
+    return _NORMS[key]
+
+
+def model_names(paths: Sequence[str]) -> list[str]:
+    """Row names of checkpoints: file stems, or parent/stem where stems repeat, then #2, #3..."""
+    stems = [Path(p).stem for p in paths]
+    names = [f"{Path(p).parent.name}/{Path(p).stem}" if stems.count(Path(p).stem) > 1 else Path(p).stem for p in paths]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+def load_checkpoints(paths: Sequence[str], device: str | torch.device) -> tuple[dict[str, nn.Module], dict[str, dict]]:
+    """Every checkpoint, read before any work starts: ``({name: model in eval mode}, {name: metadata})``."""
+    from ..training.checkpoint import load_model
+
+    models: dict[str, nn.Module] = {}
+    metas: dict[str, dict] = {}
+    for name, path in zip(model_names(paths), paths):
+        model, metas[name] = load_model(path, map_location="cpu")
+        models[name] = model.to(device).eval()
+    return models, metas
+
+
+def load_test_split(
+    metas: Mapping[str, Mapping[str, Any]],
+    *,
+    command: str,
+    data_root: str | None = None,
+    n: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float], str, str | None]:
+    """The test split shared by the checkpoints.
+
+    The dataset is the one every checkpoint records in ``config['dataset']`` (they must agree);
+    its other settings (``data_root``, ``seed``, toy ``n_samples`` and ``data_noise``) come from
+    the first checkpoint. Each checkpoint's model must take the dataset's input shape and
+    number of classes.
+
+    Args:
+        metas: ``{model name: checkpoint metadata}`` from ``load_model``.
+        command: the subcommand, for error messages.
+        data_root: dataset folder (default: the first checkpoint's ``data_root``).
+        n: keep the first ``n`` test inputs (default: all).
+        device: where ``x`` and ``y`` go.
+
+    Returns:
+        ``(x, y, bounds, dataset, root)``; ``bounds`` is ``(-inf, inf)`` for unbounded (toy) inputs.
+    """
+    from ..data import load_dataset
+
+    datasets = {name: (meta.get("config") or {}).get("dataset") for name, meta in metas.items()}
+    if any(d is None for d in datasets.values()) or len(set(datasets.values())) != 1:
+        raise ValueError(
+            f"The checkpoints of deepmargin {command} must all record the same dataset in config['dataset']. "
+            f"Got {datasets} instead."
+        )
+    dataset = next(iter(datasets.values()))
+    config0 = next(iter(metas.values())).get("config") or {}
+    root = data_root if data_root is not None else config0.get("data_root")
+    kwargs = {}
+    if config0.get("n_samples") is not None:
+        kwargs["n_samples"] = config0["n_samples"]
+    if config0.get("data_noise") is not None:
+        kwargs["noise"] = config0["data_noise"]
+    bundle = load_dataset(dataset, root=root, seed=int(config0.get("seed", 0) or 0), **kwargs)
+    for name, meta in metas.items():
+        kw = meta.get("model_kwargs") or {}
+        shape, classes = list(kw.get("input_shape") or []), kw.get("num_classes")
+        if shape != list(bundle.input_shape) or classes != bundle.num_classes:
+            raise ValueError(
+                f"The model of checkpoint {name!r} (input shape {shape}, {classes} classes) does not fit the dataset "
+                f"{dataset!r} (input shape {list(bundle.input_shape)}, {bundle.num_classes} classes)."
+            )
+    x, y = bundle.test.x, bundle.test.y
+    if n is not None:
+        x, y = x[:n], y[:n]
+    bounds = tuple(float(b) for b in bundle.bounds) if bundle.bounds is not None else (-math.inf, math.inf)
+    return x.to(device), y.to(device), bounds, dataset, root
 
 
 def print_layer_table(model: nn.Module, input_shape: Sequence[int]) -> None:

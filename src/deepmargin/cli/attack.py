@@ -16,15 +16,18 @@ import argparse
 import json
 import logging
 import math
-import random
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+
+from ..training.optim import seed_everything
+from ._common import (
+    load_checkpoints, load_test_split, nonneg_float, norm_arg, positive_float, positive_int, seed_int,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,53 +35,8 @@ __all__ = ["add_parser", "run", "ATTACKS"]
 
 ATTACKS = ("fgsm", "ifgsm", "pgd", "deepfool", "fmn", "noise")
 _RANDOMISED = ("pgd", "noise")
-_NORMS = {"inf": "linf", "linf": "linf", "l_inf": "linf", "2": "l2", "l2": "l2"}
 DEFAULT_EPS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
 DEFAULT_SNR = (40.0, 33.0, 25.0, 20.0, 15.0, 10.0)
-
-
-def _norm_arg(text: str) -> str:
-    key = text.strip().lower()
-    if key not in _NORMS:
-        raise argparse.ArgumentTypeError(f"norm must be one of linf, l2 (or inf, 2); got {text!r}")
-    return _NORMS[key]
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _pos_float(text: str) -> float:
-    value = _nonneg_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def _pos_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _seed_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a seed >= 0, got {text!r}")
-    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -96,29 +54,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="craft adversarials on this checkpoint and evaluate every CKPT on them (black-box transfer)")
     p.add_argument("--attacks", nargs="+", choices=ATTACKS, default=["ifgsm"], metavar="ATTACK",
                    help=f"attacks among {', '.join(ATTACKS)} (default: ifgsm)")
-    p.add_argument("--norms", nargs="+", type=_norm_arg, default=["linf"], metavar="NORM",
+    p.add_argument("--norms", nargs="+", type=norm_arg, default=["linf"], metavar="NORM",
                    help="norms for the gradient and minimum-norm attacks: linf, l2 (default: linf)")
-    p.add_argument("--eps", nargs="+", type=_nonneg_float, default=list(DEFAULT_EPS), metavar="EPS",
+    p.add_argument("--eps", nargs="+", type=nonneg_float, default=list(DEFAULT_EPS), metavar="EPS",
                    help="l_inf radii, in input units (default: %(default)s)")
-    p.add_argument("--eps-l2", nargs="+", type=_nonneg_float, default=None, metavar="EPS",
+    p.add_argument("--eps-l2", nargs="+", type=nonneg_float, default=None, metavar="EPS",
                    help="l_2 radii (default: the --eps list)")
     p.add_argument("--noise-mode", choices=("std", "snr"), default="std",
                    help="noise levels are standard deviations or SNRs in dB (default: std)")
     p.add_argument("--noise-levels", nargs="+", type=float, default=None, metavar="LEVEL",
                    help=f"noise levels (default: the --eps list for std, {list(DEFAULT_SNR)} for snr)")
-    p.add_argument("--steps", type=_pos_int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="steps of ifgsm/pgd (default: ifgsm Kurakin's rule, pgd 40)")
-    p.add_argument("--min-norm-steps", type=_pos_int, default=None,
+    p.add_argument("--min-norm-steps", type=positive_int, default=None,
                    help="steps of deepfool/fmn (default: 50 and 100)")
-    p.add_argument("--step-size", type=_pos_float, default=None,
+    p.add_argument("--step-size", type=positive_float, default=None,
                    help="absolute step size of ifgsm/pgd (default: ifgsm Kurakin's, pgd 2.5*eps/steps)")
     p.add_argument("--no-random-start", dest="random_start", action="store_false",
                    help="start pgd from the clean input (default: random start)")
     p.add_argument("--loss", choices=("ce", "margin"), default="ce", help="loss ascended by fgsm/ifgsm/pgd")
-    p.add_argument("--overshoot", type=_nonneg_float, default=0.02, help="deepfool overshoot (default: 0.02)")
-    p.add_argument("--n", type=_pos_int, default=None, help="evaluate the first N test inputs (default: all)")
-    p.add_argument("--batch-size", type=_pos_int, default=256, help="inputs per attack call (default: 256)")
-    p.add_argument("--seed", nargs="+", type=_seed_int, default=[0], metavar="SEED",
+    p.add_argument("--overshoot", type=nonneg_float, default=0.02, help="deepfool overshoot (default: 0.02)")
+    p.add_argument("--n", type=positive_int, default=None, help="evaluate the first N test inputs (default: all)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="inputs per attack call (default: 256)")
+    p.add_argument("--seed", nargs="+", type=seed_int, default=[0], metavar="SEED",
                    help="seed(s); randomised attacks (pgd, noise) run once per seed (default: 0)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the checkpoint's data_root)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -127,33 +85,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw accuracy_vs_eps.png")
     p.set_defaults(func=run)
     return p
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _model_names(paths: list[str]) -> list[str]:
-    """Row names of the checkpoints: file stems, or parent/stem where stems repeat."""
-    stems = [Path(p).stem for p in paths]
-    names = [
-        f"{Path(p).parent.name}/{Path(p).stem}" if stems.count(Path(p).stem) > 1 else Path(p).stem for p in paths
-    ]
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    return out
-
-
-def _load(path: str, device: str):
-    from ..training.checkpoint import load_model
-
-    model, meta = load_model(path, map_location="cpu")
-    return model.to(device).eval(), meta
 
 
 def _build_attack(name: str, norm: str, args: argparse.Namespace, bounds: tuple[float, float], seed: int):
@@ -184,45 +115,23 @@ def _build_attack(name: str, norm: str, args: argparse.Namespace, bounds: tuple[
 def run(args: argparse.Namespace) -> int:
     """Run ``deepmargin attack`` with parsed arguments; return the exit status (0 on success)."""
     from ..attacks import accuracy_vs_epsilon, check_model, warn_if_transfer_beats_whitebox
-    from ..data import load_dataset
     from ..reports.robustness import plot_accuracy_vs_epsilon, write_rows
 
     start = time.perf_counter()
     progress = bool(args.progress or sys.stderr.isatty())
     seeds = list(dict.fromkeys(args.seed))
-    _seed_everything(seeds[0])
+    seed_everything(seeds[0])
 
-    names = _model_names(list(args.checkpoints))
-    models, metas = {}, {}
-    for name, path in zip(names, args.checkpoints):
-        models[name], metas[name] = _load(path, args.device)
+    models, metas = load_checkpoints(args.checkpoints, args.device)
+    names = list(models)
     source = source_meta = None
     if args.source is not None:
-        source, source_meta = _load(args.source, args.device)
+        (source,), (source_meta,) = (list(d.values()) for d in load_checkpoints([args.source], args.device))
     source_name = f"{Path(args.source).stem}" if args.source else None
-
-    datasets = {name: (meta.get("config") or {}).get("dataset") for name, meta in metas.items()}
-    if source_meta is not None:
-        datasets["--source"] = (source_meta.get("config") or {}).get("dataset")
-    if any(d is None for d in datasets.values()) or len(set(datasets.values())) != 1:
-        raise ValueError(
-            "The checkpoints of deepmargin attack must all record the same dataset in config['dataset']. "
-            f"Got {datasets} instead."
-        )
-    dataset = next(iter(datasets.values()))
-    config0 = metas[names[0]].get("config") or {}
-    root = args.data_root if args.data_root is not None else config0.get("data_root")
-    kwargs = {}
-    if config0.get("n_samples") is not None:
-        kwargs["n_samples"] = config0["n_samples"]
-    if config0.get("data_noise") is not None:
-        kwargs["noise"] = config0["data_noise"]
-    bundle = load_dataset(dataset, root=root, seed=int(config0.get("seed", 0) or 0), **kwargs)
-    x, y = bundle.test.x, bundle.test.y
-    if args.n is not None:
-        x, y = x[: args.n], y[: args.n]
-    x, y = x.to(args.device), y.to(args.device)
-    bounds = tuple(bundle.bounds) if bundle.bounds is not None else (-math.inf, math.inf)
+    all_metas = {**metas, **({"--source": source_meta} if source_meta is not None else {})}
+    x, y, bounds, dataset, root = load_test_split(
+        all_metas, command="attack", data_root=args.data_root, n=args.n, device=args.device
+    )
     logger.info("dataset %s: %d test inputs, bounds %s", dataset, len(y), bounds)
 
     for name, model in [*models.items(), *([(source_name, source)] if source is not None else [])]:
@@ -249,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     for attack_name, norm, seed in jobs:
         attack = _build_attack(attack_name, norm or "linf", args, bounds, seed)
         epsilons = noise_levels if attack_name == "noise" else eps_by_norm[norm]
-        _seed_everything(seed)
+        seed_everything(seed)
         rows += accuracy_vs_epsilon(
             models, attack, x, y, epsilons, attack_name=attack_name,
             batch_size=args.batch_size, seed=seed, progress=progress,

@@ -37,8 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import positive_int
-from .attack import _model_names, _nonneg_float, _norm_arg
+from ._common import load_checkpoints, load_test_split, nonneg_float, norm_arg, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +77,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="model checkpoint(s) to measure")
-    p.add_argument("--norms", nargs="+", type=_norm_arg, default=["l2", "linf"], metavar="NORM",
+    p.add_argument("--norms", nargs="+", type=norm_arg, default=["l2", "linf"], metavar="NORM",
                    help="norms: l2, linf (or 2, inf) (default: l2 linf)")
-    p.add_argument("--eps-l2", nargs="+", type=_nonneg_float, default=None, metavar="EPS",
+    p.add_argument("--eps-l2", nargs="+", type=nonneg_float, default=None, metavar="EPS",
                    help=f"l2 budgets of the error-at-epsilon columns (default: {list(DEFAULT_EPS['l2'])})")
-    p.add_argument("--eps-linf", nargs="+", type=_nonneg_float, default=None, metavar="EPS",
+    p.add_argument("--eps-linf", nargs="+", type=nonneg_float, default=None, metavar="EPS",
                    help=f"l_inf budgets of the error-at-epsilon columns (default: {list(DEFAULT_EPS['linf'])})")
     p.add_argument("--attack", choices=MIN_NORM_ATTACKS, default="fmn",
                    help="minimum-norm attack giving the distances (default: fmn, started from DeepFool)")
@@ -111,61 +110,6 @@ def _resolve_eps(
                 f"Got --norms {' '.join(norms)} instead."
             )
     return {norm: sorted(set(given[norm] if given[norm] is not None else DEFAULT_EPS[norm])) for norm in norms}
-
-
-def load_test_split(
-    metas: Mapping[str, Mapping[str, Any]],
-    *,
-    data_root: str | None = None,
-    n: int | None = None,
-    device: str | torch.device = "cpu",
-) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float], str, str | None]:
-    """The test split shared by the checkpoints, as ``deepmargin attack`` loads it.
-
-    The dataset is the one every checkpoint records in ``config['dataset']`` (they must agree);
-    its other settings (``data_root``, ``seed``, toy ``n_samples`` and ``data_noise``) come from
-    the first checkpoint. Each checkpoint's model must take the dataset's input shape and
-    number of classes.
-
-    Args:
-        metas: ``{model name: checkpoint metadata}`` from ``load_model``.
-        data_root: dataset folder (default: the first checkpoint's ``data_root``).
-        n: keep the first ``n`` test inputs (default: all).
-        device: where ``x`` and ``y`` go.
-
-    Returns:
-        ``(x, y, bounds, dataset, root)``; ``bounds`` is ``(-inf, inf)`` for unbounded (toy) inputs.
-    """
-    from ..data import load_dataset
-
-    datasets = {name: (meta.get("config") or {}).get("dataset") for name, meta in metas.items()}
-    if any(d is None for d in datasets.values()) or len(set(datasets.values())) != 1:
-        raise ValueError(
-            "The checkpoints of deepmargin robustness must all record the same dataset in config['dataset']. "
-            f"Got {datasets} instead."
-        )
-    dataset = next(iter(datasets.values()))
-    config0 = next(iter(metas.values())).get("config") or {}
-    root = data_root if data_root is not None else config0.get("data_root")
-    kwargs = {}
-    if config0.get("n_samples") is not None:
-        kwargs["n_samples"] = config0["n_samples"]
-    if config0.get("data_noise") is not None:
-        kwargs["noise"] = config0["data_noise"]
-    bundle = load_dataset(dataset, root=root, seed=int(config0.get("seed", 0) or 0), **kwargs)
-    for name, meta in metas.items():
-        kw = meta.get("model_kwargs") or {}
-        shape, classes = list(kw.get("input_shape") or []), kw.get("num_classes")
-        if shape != list(bundle.input_shape) or classes != bundle.num_classes:
-            raise ValueError(
-                f"The model of checkpoint {name!r} (input shape {shape}, {classes} classes) does not fit the dataset "
-                f"{dataset!r} (input shape {list(bundle.input_shape)}, {bundle.num_classes} classes)."
-            )
-    x, y = bundle.test.x, bundle.test.y
-    if n is not None:
-        x, y = x[:n], y[:n]
-    bounds = tuple(float(b) for b in bundle.bounds) if bundle.bounds is not None else (-math.inf, math.inf)
-    return x.to(device), y.to(device), bounds, dataset, root
 
 
 def build_attack(name: str, norm: str, *, steps: int | None = None, bounds: Sequence[float] = (0.0, 1.0)) -> Any:
@@ -291,13 +235,9 @@ def run(args: argparse.Namespace) -> int:
     eps_by_norm = _resolve_eps(norms, args.eps_l2, args.eps_linf)
     progress = bool(args.progress or sys.stderr.isatty())
 
-    names = _model_names(list(args.checkpoints))
-    models: dict[str, nn.Module] = {}
-    metas: dict[str, dict[str, Any]] = {}
-    for name, path in zip(names, args.checkpoints):  # every checkpoint is read before any attack runs
-        model, metas[name] = load_model(path, map_location="cpu")
-        models[name] = model.to(args.device).eval()
-    x, y, bounds, dataset, root = load_test_split(metas, data_root=args.data_root, n=args.n, device=args.device)
+    models, metas = load_checkpoints(args.checkpoints, args.device)  # all read before any attack runs
+    names = list(models)
+    x, y, bounds, dataset, root = load_test_split(metas, command="robustness", data_root=args.data_root, n=args.n, device=args.device)
     if x.shape[0] == 0:
         raise ValueError(f"The test split of {dataset!r} is empty; nothing to measure.")
     logger.info("dataset %s: %d test inputs, bounds %s", dataset, len(y), bounds)

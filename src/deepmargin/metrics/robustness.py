@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from ..attacks._base import check_inputs, check_norm, eval_mode
+from ..attacks._base import check_inputs, check_int, check_norm, check_x, eval_mode
 from ..attacks.deepfool import DeepFool
 from ..attacks.minnorm import FMN, check_eps, check_logits, dual_norm_exponent, flat_norm
 
@@ -43,10 +42,13 @@ logger = logging.getLogger(__name__)
 REFERENCES = ("prediction", "label")
 
 
-def _check_batch_size(batch_size: object, owner: str) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"The 'batch_size' parameter of {owner} must be an int >= 1. Got {batch_size!r} instead.")
-    return int(batch_size)
+def _check_args(
+    x: torch.Tensor, y: torch.Tensor, norm: float | str, batch_size: object, owner: str
+) -> tuple[float, int]:
+    """The checks of the attack-based metrics, in order: ``norm``, ``x`` and ``y``, ``batch_size``."""
+    p = check_norm(norm, owner)
+    check_inputs(x, y, owner)
+    return p, check_int(batch_size, "batch_size", owner, 1)
 
 
 def _check_attack(attack: object, norm: float, owner: str) -> None:
@@ -110,9 +112,7 @@ def adversarial_distances(
         Lipschitz regularization of the loss", 2018 (median distance / error at epsilon tables).
     """
     owner = "adversarial_distances"
-    p = check_norm(norm, owner)
-    check_inputs(x, y, owner)
-    batch_size = _check_batch_size(batch_size, owner)
+    p, batch_size = _check_args(x, y, norm, batch_size, owner)
     attack = FMN(norm=p) if attack is None else attack
     _check_attack(attack, p, owner)
     parts = [attack.run(model, xb, yb).delta_norm for xb, yb in zip(x.split(batch_size), y.split(batch_size))]
@@ -137,10 +137,7 @@ def median_adversarial_distance(distances: torch.Tensor) -> torch.Tensor:
         tensor(0.3000)
     """
     d = _check_distances(distances, "median_adversarial_distance")
-    if d.numel() == 0:
-        raise ValueError(
-            "The 'distances' parameter of median_adversarial_distance must be non-empty. Got 0 values instead."
-        )
+    _check_nonempty(d, "median_adversarial_distance")
     s = d.sort().values
     n = s.numel()
     if n % 2:
@@ -174,8 +171,7 @@ def error_at_eps(distances: torch.Tensor, eps: float | Sequence[float]) -> torch
         raise ValueError(
             f"The 'eps' parameter of {owner} must be a float >= 0 or a sequence of them. Got None instead."
         )
-    if d.numel() == 0:
-        raise ValueError(f"The 'distances' parameter of {owner} must be non-empty. Got 0 values instead.")
+    _check_nonempty(d, owner)
     grid = torch.as_tensor(e, dtype=d.dtype, device=d.device)
     return (d[None, :] <= grid.reshape(-1, 1)).to(d.dtype).mean(dim=1).reshape(grid.shape)
 
@@ -192,6 +188,11 @@ def _check_distances(distances: object, owner: str) -> torch.Tensor:
             "Got NaN or negative values instead."
         )
     return distances
+
+
+def _check_nonempty(distances: torch.Tensor, owner: str) -> None:
+    if distances.numel() == 0:
+        raise ValueError(f"The 'distances' parameter of {owner} must be non-empty. Got 0 values instead.")
 
 
 def distance_summary(
@@ -293,11 +294,8 @@ def rho_adv(
         raise ValueError(
             f"The 'reference' parameter of {owner} must be one of {list(REFERENCES)}. Got {reference!r} instead."
         )
-    batch_size = _check_batch_size(batch_size, owner)
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(
-            f"The 'x' parameter of {owner} must be a floating-point tensor. Got {type(x).__name__} instead."
-        )
+    batch_size = check_int(batch_size, "batch_size", owner, 1)
+    check_x(x, owner)
     if reference == "label":
         if y is None:
             raise ValueError(f"The 'y' parameter of {owner} must be given when reference='label'. Got None instead.")
@@ -416,9 +414,7 @@ def margin_report(
         G. Elsayed et al., NeurIPS 2018, eq. 7 (the linearised distance the loss uses).
     """
     owner = "margin_report"
-    p = check_norm(norm, owner)
-    check_inputs(x, y, owner)
-    batch_size = _check_batch_size(batch_size, owner)
+    p, batch_size = _check_args(x, y, norm, batch_size, owner)
     y = y.to(device=x.device, dtype=torch.int64)
     lin, nearest = [], []
     with eval_mode(model):

@@ -23,13 +23,60 @@ from ._checks import check_bool, check_dropout, check_image_shape, check_input_s
 
 
 class _FlatCNN(nn.Module):
-    """Base class: runs the registered child modules in order (after adding a channel axis if needed)."""
+    """Base class: two conv blocks and two linear layers, registered flat and run in order.
 
-    hidden_layers: tuple[str, ...] = ()
+    ``conv1 -> [bn1] -> relu1 -> [pool1] -> conv2 -> [bn2] -> relu2 -> pool2 -> flatten -> fc1
+    -> [bn3] -> relu3 -> [dropout] -> fc2``, with ``kernel_size`` convolutions padded to keep the
+    size (``kernel_size // 2``), and ``pool1`` only when ``pool1`` is True. The subclasses fix the
+    architecture and validate their arguments under their own names.
+    """
 
-    def __init__(self, add_channel: bool) -> None:
+    hidden_layers: tuple[str, ...] = ("relu1", "relu2", "relu3")
+
+    def __init__(
+        self,
+        owner: str,
+        num_classes: int,
+        input_shape: tuple[int, ...],
+        *,
+        dropout: float,
+        batch_norm: bool,
+        width: int,
+        fc_width: int,
+        kernel_size: int,
+        pool1: bool,
+    ) -> None:
+        check_num_classes(num_classes, owner)
+        shape = check_input_shape(input_shape, owner)
+        c, h, w = check_image_shape(shape, owner, min_side=4 if pool1 else 2)
+        dropout = check_dropout(dropout, owner)
+        check_bool(batch_norm, "batch_norm", owner)
+        for name, value in (("width", width), ("fc_width", fc_width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"The '{name}' parameter of {owner} must be a positive int. Got {value!r} instead.")
         super().__init__()
-        self._add_channel = add_channel
+        self._add_channel = len(shape) == 2
+        padding = kernel_size // 2
+        self.conv1 = nn.Conv2d(c, width, kernel_size=kernel_size, padding=padding)
+        if batch_norm:
+            self.bn1 = nn.BatchNorm2d(width)
+        self.relu1 = nn.ReLU()
+        if pool1:
+            self.pool1 = nn.MaxPool2d(2)
+            h, w = h // 2, w // 2
+        self.conv2 = nn.Conv2d(width, 2 * width, kernel_size=kernel_size, padding=padding)
+        if batch_norm:
+            self.bn2 = nn.BatchNorm2d(2 * width)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(2 * width * (h // 2) * (w // 2), fc_width)
+        if batch_norm:
+            self.bn3 = nn.BatchNorm1d(fc_width)
+        self.relu3 = nn.ReLU()
+        if dropout > 0:
+            self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(fc_width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         """Map a batch ``(N, C, H, W)`` (or ``(N, H, W)`` for a 2-D input shape) to logits ``(N, num_classes)``."""
@@ -65,8 +112,6 @@ class MnistCNN(_FlatCNN):
         torch.Size([2, 10])
     """
 
-    hidden_layers = ("relu1", "relu2", "relu3")
-
     def __init__(
         self,
         num_classes: int = 10,
@@ -77,34 +122,10 @@ class MnistCNN(_FlatCNN):
         width: int = 32,
         fc_width: int = 512,
     ) -> None:
-        owner = "MnistCNN"
-        check_num_classes(num_classes, owner)
-        shape = check_input_shape(input_shape, owner)
-        c, h, w = check_image_shape(shape, owner, min_side=4)
-        dropout = check_dropout(dropout, owner)
-        check_bool(batch_norm, "batch_norm", owner)
-        for name, value in (("width", width), ("fc_width", fc_width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"The '{name}' parameter of {owner} must be a positive int. Got {value!r} instead.")
-        super().__init__(add_channel=len(shape) == 2)
-        self.conv1 = nn.Conv2d(c, width, kernel_size=5, padding=2)
-        if batch_norm:
-            self.bn1 = nn.BatchNorm2d(width)
-        self.relu1 = nn.ReLU()
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(width, 2 * width, kernel_size=5, padding=2)
-        if batch_norm:
-            self.bn2 = nn.BatchNorm2d(2 * width)
-        self.relu2 = nn.ReLU()
-        self.pool2 = nn.MaxPool2d(2)
-        self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(2 * width * (h // 2 // 2) * (w // 2 // 2), fc_width)
-        if batch_norm:
-            self.bn3 = nn.BatchNorm1d(fc_width)
-        self.relu3 = nn.ReLU()
-        if dropout > 0:
-            self.dropout = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(fc_width, num_classes)
+        super().__init__(
+            "MnistCNN", num_classes, input_shape, dropout=dropout, batch_norm=batch_norm, width=width,
+            fc_width=fc_width, kernel_size=5, pool1=True,
+        )
 
 
 class DigitsCNN(_FlatCNN):
@@ -131,8 +152,6 @@ class DigitsCNN(_FlatCNN):
         torch.Size([3, 10])
     """
 
-    hidden_layers = ("relu1", "relu2", "relu3")
-
     def __init__(
         self,
         num_classes: int = 10,
@@ -143,30 +162,7 @@ class DigitsCNN(_FlatCNN):
         width: int = 16,
         fc_width: int = 64,
     ) -> None:
-        owner = "DigitsCNN"
-        check_num_classes(num_classes, owner)
-        shape = check_input_shape(input_shape, owner)
-        c, h, w = check_image_shape(shape, owner, min_side=2)
-        dropout = check_dropout(dropout, owner)
-        check_bool(batch_norm, "batch_norm", owner)
-        for name, value in (("width", width), ("fc_width", fc_width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"The '{name}' parameter of {owner} must be a positive int. Got {value!r} instead.")
-        super().__init__(add_channel=len(shape) == 2)
-        self.conv1 = nn.Conv2d(c, width, kernel_size=3, padding=1)
-        if batch_norm:
-            self.bn1 = nn.BatchNorm2d(width)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(width, 2 * width, kernel_size=3, padding=1)
-        if batch_norm:
-            self.bn2 = nn.BatchNorm2d(2 * width)
-        self.relu2 = nn.ReLU()
-        self.pool2 = nn.MaxPool2d(2)
-        self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(2 * width * (h // 2) * (w // 2), fc_width)
-        if batch_norm:
-            self.bn3 = nn.BatchNorm1d(fc_width)
-        self.relu3 = nn.ReLU()
-        if dropout > 0:
-            self.dropout = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(fc_width, num_classes)
+        super().__init__(
+            "DigitsCNN", num_classes, input_shape, dropout=dropout, batch_norm=batch_norm, width=width,
+            fc_width=fc_width, kernel_size=3, pool1=False,
+        )

@@ -42,6 +42,18 @@ class Objective:
         return f"Objective({self.name!r}, layers={self.layers})"
 
 
+def _on_logits(
+    model: nn.Module, criterion: Callable[[Tensor, Tensor], Tensor]
+) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``(x, y) -> (criterion(logits, y), logits)`` with ``logits = model(x)``: a loss of the logits only."""
+
+    def fn(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        logits = model(x)
+        return criterion(logits, y), logits
+
+    return fn
+
+
 def build_objective(config: TrainConfig, model: nn.Module) -> Objective:
     """Build the loss of ``config`` for ``model``.
 
@@ -52,21 +64,12 @@ def build_objective(config: TrainConfig, model: nn.Module) -> Objective:
       :func:`default_margin_layers`) with the margin options and ``ce_weight``.
     """
     if config.loss == "ce":
-        def ce(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-            logits = model(x)
-            return F.cross_entropy(logits, y), logits
-
-        return Objective("ce", ce, None)
+        return Objective("ce", _on_logits(model, F.cross_entropy), None)
     if config.loss == "hinge":
         from ..losses import MulticlassHingeLoss
 
         hinge = MulticlassHingeLoss(margin=config.hinge_margin, ce_weight=config.hinge_ce_weight)
-
-        def hinge_fn(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-            logits = model(x)
-            return hinge(logits, y), logits
-
-        return Objective("hinge", hinge_fn, None)
+        return Objective("hinge", _on_logits(model, hinge), None)
     from ..losses import LargeMarginLoss
 
     layers = list(config.layers) if config.layers is not None else default_margin_layers(model)
