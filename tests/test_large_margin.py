@@ -458,3 +458,17 @@ def test_bad_targets_and_layers_raise_clear_errors():
         large_margin_loss(logits[:, :1], target * 0, layers, gamma=1.0)
     with pytest.raises(TypeError, match=r"'layers'.*sequence of tensors"):
         large_margin_loss(logits, target, layers[0], gamma=1.0)
+
+
+def test_bf16_autocast_on_cpu_is_close_to_float32():
+    torch.manual_seed(0)
+    net = Small()
+    x, y = torch.rand(8, 1, 6, 6), torch.randint(0, 5, (8,))
+    crit = LargeMarginLoss(net, ["input", "relu1"], gamma=[0.5, 2.0], top_k=3, ce_weight=1.0)
+    reference, _ = crit(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logits = crit(x, y)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(loss)
+    torch.testing.assert_close(loss.float(), reference, rtol=3e-2, atol=3e-2)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())

@@ -377,3 +377,21 @@ def test_train_on_digits_with_the_cnn(tmp_path):
     assert result.data_info.get("train_fraction") == 0.2
     assert 0.0 <= result.test_acc <= 1.0
     assert Path(tmp_path / "best.pt").is_file()
+
+
+def test_exact_per_sample_option_reaches_the_loss():
+    """With batch norm in training mode, the per-sample option changes the margin loss."""
+    data = blobs(0)
+    kw = dict(loss="margin", gamma=2.0, top_k=2, model_kwargs={"hidden_sizes": [8], "batch_norm": True})
+    from deepmargin.training import build_objective
+
+    values = []
+    for exact in (False, True):
+        cfg = tiny_config(exact_per_sample=exact, **kw)
+        model, _ = init_model(cfg, data)
+        model.train()
+        loss, _ = build_objective(cfg, model)(data.train.x[:12], data.train.y[:12])
+        values.append(loss.item())
+    assert abs(values[0] - values[1]) > 1e-6
+    with pytest.raises(TypeError, match="'exact_per_sample' parameter of TrainConfig must be a bool"):
+        tiny_config(exact_per_sample="yes", **kw)

@@ -64,6 +64,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--exact", dest="approximate", action="store_false", default=None,
                    help="differentiate through the gradient norm (second order) instead of the first-order approximation")
     g.add_argument("--scores", choices=SCORES, help="margin on logits or on softmax probabilities")
+    g.add_argument("--exact-per-sample", action="store_true", default=None,
+                   help="each sample's own gradient (slow; only differs with batch norm in training mode)")
     g.add_argument("--layer-weights", type=positive_float, nargs="+", metavar="W", help="per-layer norm weights")
     g.add_argument("--epsilon", type=positive_float, help="added to the gradient norm")
     g.add_argument("--margin-weight", type=float, help="weight of the margin term")

@@ -76,7 +76,8 @@ class TrainConfig:
             (default) resolves to ``["input", *model.hidden_layers]`` (input and all hidden layers).
         gamma: margin per layer (one float or one per layer). alpha: clipping (``None``: none).
         top_k, norm (``p``: 1, 2, ``inf`` or a real >= 1), aggregation (``"max"``/``"sum"``),
-        layer_weights, epsilon, approximate, scores (``"logits"``/``"softmax"``): options of
+        layer_weights, epsilon, approximate, scores (``"logits"``/``"softmax"``),
+        exact_per_sample (per-sample gradients, for batch norm in training mode): options of
             :func:`deepmargin.losses.large_margin_loss`.
         margin_weight, ce_weight: weights of the margin and cross-entropy terms (1.0 and 1.0).
 
@@ -119,6 +120,7 @@ class TrainConfig:
     epsilon: float = 1e-6
     approximate: bool = True
     scores: str = "logits"
+    exact_per_sample: bool = False
     margin_weight: float = 1.0
     ce_weight: float = 1.0
     # optimisation
@@ -198,8 +200,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not _is_real(value) or value < 0:
                 raise _err(name, "a float >= 0", value)
-        if not isinstance(self.approximate, bool):
-            raise _err("approximate", "a bool", self.approximate, TypeError)
+        for name in ("approximate", "exact_per_sample"):
+            if not isinstance(getattr(self, name), bool):
+                raise _err(name, "a bool", getattr(self, name), TypeError)
         if self.momentum is None:
             self.momentum = {"sgd": 0.9, "rmsprop": 0.0}.get(self.optimizer)
         elif not _is_real(self.momentum) or not 0 <= self.momentum < 1:

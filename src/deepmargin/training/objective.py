@@ -85,6 +85,7 @@ def build_objective(config: TrainConfig, model: nn.Module) -> Objective:
         epsilon=config.epsilon,
         approximate=config.approximate,
         scores=config.scores,
+        exact_per_sample=config.exact_per_sample,
         margin_weight=config.margin_weight,
         ce_weight=config.ce_weight,
     )
