@@ -105,6 +105,21 @@ def test_cli_through_main_and_white_box_below_clean(checkpoints, tmp_path, capsy
     assert not (out / "accuracy_vs_eps.png").exists()
 
 
+def test_transfer_source_is_named_apart_from_a_model_with_the_same_stem(checkpoints, tmp_path):
+    root, _, _ = checkpoints
+    (tmp_path / "ce").mkdir()
+    (tmp_path / "margin").mkdir()
+    for name, src in (("ce", "source.pt"), ("margin", "target.pt")):
+        (tmp_path / name / "best.pt").write_bytes((root / src).read_bytes())
+    out = tmp_path / "out"
+    args = _parse([str(tmp_path / "margin" / "best.pt"), "--source", str(tmp_path / "ce" / "best.pt"),
+                   "--attacks", "fgsm", "--eps", "0", "0.1", "--n", "40", "--no-plot", "--out", str(out)])
+    assert attack_cli.run(args) == 0
+    rows = load_rows(out / "rows.csv")
+    assert {r["model"] for r in rows} == {"margin/best"}
+    assert {r["source"] for r in rows if r["setting"] == "transfer"} == {"ce/best"}
+
+
 def test_cli_rejects_mixed_datasets(checkpoints, bundle, tmp_path):
     root, _, _ = checkpoints
     _checkpoint(tmp_path / "other.pt", bundle, seed=2, dataset="mnist")

@@ -122,13 +122,12 @@ def run(args: argparse.Namespace) -> int:
     seeds = list(dict.fromkeys(args.seed))
     seed_everything(seeds[0])
 
-    models, metas = load_checkpoints(args.checkpoints, args.device)
-    names = list(models)
-    source = source_meta = None
-    if args.source is not None:
-        (source,), (source_meta,) = (list(d.values()) for d in load_checkpoints([args.source], args.device))
-    source_name = f"{Path(args.source).stem}" if args.source else None
-    all_metas = {**metas, **({"--source": source_meta} if source_meta is not None else {})}
+    # the source is named with the models (parent/stem where stems repeat, e.g. ce/best vs margin/best)
+    loaded, all_metas = load_checkpoints([*args.checkpoints, *([args.source] if args.source else [])], args.device)
+    names = list(loaded)[: len(args.checkpoints)]
+    models = {name: loaded[name] for name in names}
+    source_name = list(loaded)[-1] if args.source is not None else None
+    source = loaded[source_name] if source_name is not None else None
     x, y, bounds, dataset, root = load_test_split(
         all_metas, command="attack", data_root=args.data_root, n=args.n, device=args.device
     )
