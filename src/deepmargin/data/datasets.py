@@ -64,18 +64,18 @@ _IDX_SOURCES = {
         ("MNIST/raw", "mnist", "MNIST", ""),
         "Get them from http://yann.lecun.com/exdb/mnist/ (or a mirror such as "
         "https://ossci-datasets.s3.amazonaws.com/mnist/) and put them in one of those directories; "
-        f"set root= or the {DATA_ENV_VAR} environment variable to choose the data root.",
+        f"set root= (--data-root on the command line) or the {DATA_ENV_VAR} environment variable to choose the data root.",
     ),
     "fashion-mnist": (
         ("FashionMNIST/raw", "fashion-mnist", "fashion_mnist", "FashionMNIST", ""),
         "Get them from https://github.com/zalandoresearch/fashion-mnist (folder data/fashion) and put them "
-        f"in one of those directories; set root= or the {DATA_ENV_VAR} environment variable to choose the data root.",
+        f"in one of those directories; set root= (--data-root on the command line) or the {DATA_ENV_VAR} environment variable to choose the data root.",
     ),
 }
 _CIFAR_SUBDIRS = ("cifar-10-batches-py", "cifar10/cifar-10-batches-py", "cifar10", "")
 _CIFAR_HOW = (
     "Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it (it unpacks to "
-    f"cifar-10-batches-py/) under the data root; set root= or the {DATA_ENV_VAR} environment variable to choose it."
+    f"cifar-10-batches-py/) under the data root; set root= (--data-root on the command line) or the {DATA_ENV_VAR} environment variable to choose it."
 )
 
 
@@ -108,7 +108,7 @@ def _resolve_root(name: str, root: str | os.PathLike[str] | None) -> Path:
         if not env:
             expected = CIFAR10_FILES if name == "cifar10" else IDX_FILES
             raise DatasetFileError(
-                f"Dataset {name!r} is read from local files, but no data root was given: pass root= or set the "
+                f"Dataset {name!r} is read from local files, but no data root was given: pass root= (--data-root on the command line) or set the "
                 f"{DATA_ENV_VAR} environment variable to the directory holding {', '.join(expected)}."
             )
         root = env
