@@ -124,18 +124,14 @@ def large_margin_loss(
         Classification. NeurIPS 2018.
     """
     check_reduction(reduction, OWNER)
-    check_logits_target(logits, target, OWNER)
-    num_layers = len(_check_layers(layers, logits.shape[0]))
-    gamma_l = check_per_layer(gamma, num_layers, OWNER, "gamma")
+    checked = _check_distance_args(logits, target, layers, top_k, norm, layer_weights, epsilon, scores, grad_method)
+    gamma_l = check_per_layer(gamma, len(checked["layers"]), OWNER, "gamma")
     if alpha is not None:
         alpha = check_positive(alpha, OWNER, "alpha")
     if aggregation not in ("max", "sum"):
         raise param_error(OWNER, "aggregation", "one of 'max', 'sum'", aggregation)
-    d = linearized_distances(
-        logits, target, layers, top_k=top_k, norm=norm, layer_weights=layer_weights,
-        epsilon=epsilon, approximate=approximate, scores=scores, grad_method=grad_method,
-        exact_per_sample=exact_per_sample,
-    )
+    d, _ = _distances(**checked, approximate=approximate, scores=scores, grad_method=grad_method,
+                      exact_per_sample=exact_per_sample)
 
     per_layer = []
     for d_l, g in zip(d, gamma_l):
@@ -184,12 +180,19 @@ def linearized_distances(
         A list with one ``(N, top_k)`` tensor per layer, columns ordered by decreasing ``s_i``
         (and the class indices when asked).
     """
+    checked = _check_distance_args(logits, target, layers, top_k, norm, layer_weights, epsilon, scores, grad_method)
+    distances, classes = _distances(**checked, approximate=approximate, scores=scores, grad_method=grad_method,
+                                    exact_per_sample=exact_per_sample)
+    return (distances, classes) if return_classes else distances
+
+
+def _check_distance_args(logits, target, layers, top_k, norm, layer_weights, epsilon, scores, grad_method) -> dict:
+    """Validate the arguments shared by the loss and the distances; return the normalised ones."""
     target = check_logits_target(logits, target, OWNER)
     layers = _check_layers(layers, logits.shape[0])
     num_classes = logits.shape[1]
     if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 1 <= top_k <= num_classes - 1:
         raise param_error(OWNER, "top_k", f"an int in [1, num_classes - 1] = [1, {num_classes - 1}]", top_k)
-    top_k = int(top_k)
     _, q = dual_exponent(norm, OWNER)
     weights = [1.0] * len(layers) if layer_weights is None else check_per_layer(
         layer_weights, len(layers), OWNER, "layer_weights"
@@ -202,7 +205,14 @@ def linearized_distances(
     if not logits.requires_grad:
         raise param_error(OWNER, "logits", "a tensor computed from the layers (requires_grad=True)",
                           "a tensor that does not require grad")
+    return dict(logits=logits, target=target, layers=layers, top_k=int(top_k), q=q, weights=weights, epsilon=epsilon)
 
+
+def _distances(
+    *, logits, target, layers, top_k, q, weights, epsilon, approximate, scores, grad_method, exact_per_sample
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The distances of validated arguments: (one (N, k) tensor per layer, (N, k) rival classes)."""
+    num_classes = logits.shape[1]
     s = logits if scores == "logits" else torch.softmax(logits, dim=1)
     is_true = F.one_hot(target, num_classes).bool()
     # Exclude the true class from the candidates, then take the top_k rivals.
@@ -214,7 +224,7 @@ def linearized_distances(
         norms = _per_sample_grad_norms(diff, layers, q, create_graph)
     elif grad_method == "batched":
         norms = _batched_grad_norms(diff, layers, q, create_graph)
-    else:
+    else:  # "loop", and "auto" (the loop was fastest on CPU: benchmarks/step_cost.py)
         norms = _looped_grad_norms(diff, layers, q, create_graph)
 
     distances = []
@@ -224,9 +234,7 @@ def linearized_distances(
         if approximate:
             g_norm = g_norm.detach()
         distances.append(diff / (g_norm + epsilon))
-    if return_classes:
-        return distances, classes
-    return distances
+    return distances, classes
 
 
 def _check_layers(layers: Sequence[torch.Tensor], n: int) -> list[torch.Tensor]:
