@@ -162,3 +162,17 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, owner: str) -> None:
         raise ValueError(
             f"The 'y' parameter of {owner} must have shape ({x.shape[0]},) to match x. Got {tuple(y.shape)} instead."
         )
+
+
+def check_within_bounds(x: torch.Tensor, bounds: tuple[float, float], owner: str) -> None:
+    """Raise ``ValueError`` when ``x`` has values outside ``bounds`` (a data/bounds mismatch)."""
+    if x.numel() == 0:
+        return
+    low, high = bounds
+    lo, hi = x.min().item(), x.max().item()
+    if lo < low or hi > high:
+        raise ValueError(
+            f"The 'x' parameter of {owner} must lie within bounds={bounds}. Got values in [{lo:.4g}, {hi:.4g}] "
+            "instead; pass the bounds of your data (e.g. bounds=(x.min(), x.max()) for normalised data) "
+            "or attack raw inputs through a Normalize module."
+        )

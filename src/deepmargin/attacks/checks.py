@@ -303,7 +303,7 @@ def check_model(
         if y is not None:
             with torch.enable_grad():
                 xg = x.detach().clone().requires_grad_(True)
-                loss = nn.functional.cross_entropy(model(xg), y, reduction="sum")
+                loss = nn.functional.cross_entropy(model(xg), y.to(torch.int64), reduction="sum")
                 (grad,) = torch.autograd.grad(loss, xg)
             fired["zero_gradients"] = warn_if_zero_gradients(grad, max_share=max_zero_share, stacklevel=level)
     return fired

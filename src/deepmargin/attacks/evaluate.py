@@ -172,8 +172,9 @@ def accuracy_vs_epsilon(
         model_name: row name when ``models`` is a single module. Default ``'model'``.
         attack_name: the ``attack`` column; default the attack's ``name``.
         batch_size: inputs per attack call. Default 256.
-        seed: seeds one generator for the whole evaluation (random starts, noise); default the
-            attack's own ``seed``. Recorded in every row.
+        seed: seeds the randomness (random starts, noise) of every attack call: each batch and
+            crafting model gets a fresh generator seeded with it, as the attack's own ``seed`` does.
+            Default: the attack's own ``seed`` applies. Recorded in every row.
         progress: show a tqdm progress bar.
 
     Shape:
@@ -213,9 +214,13 @@ def accuracy_vs_epsilon(
         source, source_name, attack = attack.source, attack.source_name, attack.attack
     if source is not None and not isinstance(source, nn.Module):
         raise TypeError(f"The 'source' parameter of {owner} must be an nn.Module or None. Got {type(source).__name__} instead.")
+    explicit_seed = seed
     if seed is None:
         seed = getattr(attack, "seed", None)
-    generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+
+    def generator() -> torch.Generator | None:
+        # None lets the attack apply its own seed to each call
+        return torch.Generator().manual_seed(int(explicit_seed)) if explicit_seed is not None else None
     label = attack_name or attack_label(attack)
     norm = _norm_label(attack)
     is_noise = norm in ("std", "snr_db")
@@ -235,10 +240,10 @@ def accuracy_vs_epsilon(
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             for crafter_name, crafter in crafting.items():
                 if crafter is None:  # noise: no model needed
-                    advs = run_sweep(attack, None, xb, yb, epsilons, generator=generator)
+                    advs = run_sweep(attack, None, xb, yb, epsilons, generator=generator())
                 else:
                     device = _device_of(crafter, xb.device)
-                    advs = run_sweep(attack, crafter, xb.to(device), yb.to(device), epsilons, generator=generator)
+                    advs = run_sweep(attack, crafter, xb.to(device), yb.to(device), epsilons, generator=generator())
                 targets = named.items() if crafter_name == "_source" else [(crafter_name, crafter)]
                 with torch.no_grad():
                     for name, model in targets:

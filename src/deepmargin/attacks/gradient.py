@@ -41,6 +41,7 @@ from ._base import (
     check_int,
     check_norm,
     check_seed,
+    check_within_bounds,
     eval_mode,
     lp_norms,
     per_sample,
@@ -149,20 +150,6 @@ def _check_step_size(step_size: float | None, owner: str) -> float | None:
             f"The 'step_size' parameter of {owner} must be a finite float > 0 or None. Got {step_size!r} instead."
         )
     return float(step_size)
-
-
-def check_within_bounds(x: torch.Tensor, bounds: tuple[float, float], owner: str) -> None:
-    """Raise ``ValueError`` when ``x`` has values outside ``bounds`` (a data/bounds mismatch)."""
-    if x.numel() == 0:
-        return
-    low, high = bounds
-    lo, hi = x.min().item(), x.max().item()
-    if lo < low or hi > high:
-        raise ValueError(
-            f"The 'x' parameter of {owner} must lie within bounds={bounds}. Got values in [{lo:.4g}, {hi:.4g}] "
-            "instead; pass the bounds of your data (e.g. bounds=(x.min(), x.max()) for normalised data) "
-            "or attack raw inputs through a Normalize module."
-        )
 
 
 # --------------------------------------------------------------------------- attacks
@@ -291,6 +278,7 @@ class GradientAttack:
         check_within_bounds(x, self.bounds, owner)
         warn_if_training(model, stacklevel=3)
         x0 = x.detach()
+        y = y.to(torch.int64)  # int32 labels are accepted; cross-entropy needs int64
         with eval_mode(model), torch.enable_grad():
             return self._sweep(model, x0, y, epsilons, generator)
 
@@ -471,8 +459,9 @@ class PGD(GradientAttack):
         x^{(0)} \sim \mathcal{U}(B_p(x, \epsilon)) \text{ clipped to } [a, b]\ \text{(or } x\text{)}, \quad
         x^{(t+1)} = \mathrm{clip}_{[a, b]}\big(\Pi_{B_p(x, \epsilon)}(x^{(t)} + \alpha\, s(\nabla_x L(x^{(t)})))\big).
 
-    The l_inf start is uniform on the cube, the l_2 start uniform in the ball. Defaults follow
-    Madry et al.: 40 steps of :math:`\alpha = 2.5\,\epsilon / T`, random start on.
+    The l_inf start is uniform on the cube, the l_2 start uniform in the ball. Defaults: 40 steps
+    (Madry et al. on MNIST) of :math:`\alpha = 2.5\,\epsilon / T` (the step rule of Madry's group's
+    ``robustness`` library; Madry et al. used 0.01 for eps 0.3), random start on.
 
     Args:
         eps: radius of the ball, in the units of ``x``.

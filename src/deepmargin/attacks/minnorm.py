@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._base import check_bounds, check_float, check_inputs, check_int, check_norm, eval_mode
+from ._base import check_bounds, check_float, check_inputs, check_int, check_norm, check_within_bounds, eval_mode
 
 __all__ = ["FMN", "MinNormResult"]
 
@@ -130,13 +130,14 @@ class _MinNormAttack:
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> MinNormResult:  # pragma: no cover
         raise NotImplementedError
 
-    @staticmethod
     def _prepare(
-        x: torch.Tensor, y: torch.Tensor, owner: str
+        self, x: torch.Tensor, y: torch.Tensor, owner: str
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-        """Check ``x``, ``y``; return the detached ``x``, int64 labels on its device, and the
-        shape ``(-1, 1, ..., 1)`` that broadcasts a per-sample ``(N,)`` tensor against ``x``."""
+        """Check ``x`` (inside the bounds), ``y``; return the detached ``x``, int64 labels on its
+        device, and the shape ``(-1, 1, ..., 1)`` that broadcasts a per-sample ``(N,)`` tensor
+        against ``x``."""
         check_inputs(x, y, owner)
+        check_within_bounds(x, self.bounds, owner)
         x0 = x.detach()
         return x0, y.to(device=x.device, dtype=torch.int64), (-1,) + (1,) * (x0.dim() - 1)
 

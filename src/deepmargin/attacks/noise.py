@@ -60,9 +60,9 @@ def _check_level(value: float, name: str, owner: str, allow_inf: bool) -> float:
     if ok and name == "std":
         ok = math.isfinite(value) and value >= 0
     if ok and name == "snr":
-        ok = allow_inf or math.isfinite(value)
+        ok = math.isfinite(value) or (allow_inf and value > 0)
     if not ok:
-        rule = "a finite float >= 0" if name == "std" else "a float in dB (inf for no noise)"
+        rule = "a finite float >= 0" if name == "std" else "a finite float in dB (or +inf for no noise)"
         raise ValueError(f"The '{name}' parameter of {owner} must be {rule}. Got {value!r} instead.")
     return float(value)
 

@@ -59,8 +59,9 @@ class TransferAttack:
         self.source_name = source_name
 
     def __getattr__(self, item: str) -> Any:
-        # eps, norm, norm_name, seed, name... come from the wrapped attack.
-        if item in ("attack", "source", "source_name"):
+        # eps, norm, norm_name, seed, name... come from the wrapped attack. Not run/restrict:
+        # those would attack whatever model they are given (white-box), not the source.
+        if item in ("attack", "source", "source_name", "run", "restrict"):
             raise AttributeError(item)
         return getattr(self.attack, item)
 
@@ -127,9 +128,14 @@ def transfer_accuracy(
         if not isinstance(source, nn.Module) or not isinstance(target, nn.Module):
             raise TypeError("The 'source' and 'target' parameters of transfer_accuracy must be nn.Module instances.")
         correct = 0
+        from .evaluate import _accepts_generator
+
         for start in range(0, x.shape[0], batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            x_adv = attack(source, xb, yb)
+            kwargs = {}
+            if seed is not None and _accepts_generator(attack.__call__):
+                kwargs["generator"] = torch.Generator().manual_seed(int(seed))
+            x_adv = attack(source, xb, yb, **kwargs)
             correct += int((predict(target, x_adv).to(yb.device) == yb).sum().item())
         return correct / max(1, x.shape[0])
     rows = accuracy_vs_epsilon(
