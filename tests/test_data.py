@@ -638,3 +638,13 @@ def test_make_loader_sequential_and_drop_last() -> None:
     assert len(batches) == 2 and torch.equal(torch.cat([x for x, _ in batches]), split.x[:8])
     with pytest.raises(ValueError, match=r"The 'batch_size' parameter of make_loader must be an int >= 1. Got 0 instead."):
         make_loader(split, batch_size=0, shuffle=False)
+
+
+@pytest.mark.parametrize("name", ["moons", "spirals"])
+@pytest.mark.parametrize("seed", [0, 1, 2018, 1797])
+def test_toy_training_points_never_are_the_test_points(name, seed):
+    bundle = load_dataset(name, seed=seed, val_size=0.0)
+    assert not torch.equal(bundle.train.x, bundle.test.x)
+    # no training point is a test point
+    dist = torch.cdist(bundle.train.x.double(), bundle.test.x.double())
+    assert dist.min() > 0
