@@ -24,9 +24,16 @@ from typing import Any
 
 import torch
 
+from ..io import atomic_write_text, save_figure
 from ..training.optim import seed_everything
 from ._common import (
-    load_checkpoints, load_test_split, nonneg_float, norm_arg, positive_float, positive_int, seed_int,
+    load_checkpoints,
+    load_test_split,
+    nonneg_float,
+    norm_arg,
+    positive_float,
+    positive_int,
+    seed_int,
 )
 
 logger = logging.getLogger(__name__)
@@ -114,7 +121,11 @@ def _build_attack(name: str, norm: str, args: argparse.Namespace, bounds: tuple[
 
 def run(args: argparse.Namespace) -> int:
     """Run ``deepmargin attack`` with parsed arguments; return the exit status (0 on success)."""
-    from ..attacks import accuracy_vs_epsilon, check_model, warn_if_transfer_beats_whitebox
+    from ..attacks import (
+        accuracy_vs_epsilon,
+        check_model,
+        warn_if_transfer_beats_whitebox,
+    )
     from ..reports.robustness import plot_accuracy_vs_epsilon, write_rows
 
     start = time.perf_counter()
@@ -196,10 +207,10 @@ def run(args: argparse.Namespace) -> int:
         "attack_objects": sorted({repr(_build_attack(a, n or "linf", args, bounds, s)) for a, n, s in jobs}),
         "torch_version": torch.__version__,
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2, default=str) + "\n")
     if args.plot:
         fig = plot_accuracy_vs_epsilon(csv_path, title=f"{dataset}: accuracy under attack (n={len(y)})")
-        fig.savefig(out / "accuracy_vs_eps.png", dpi=120)
+        save_figure(fig, out / "accuracy_vs_eps.png", dpi=120)
 
     table = [
         (r["model"], r["attack"], r["norm"], r["setting"] if r["setting"] != "transfer" else f"from {r['source']}",

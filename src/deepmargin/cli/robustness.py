@@ -227,7 +227,6 @@ def run(args: argparse.Namespace) -> int:
     from ..metrics import rho_adv
     from ..reports.margins import MARGIN_FIELDS, atomic_write, plot_margin_histogram, write_rows_atomic
     from ..reports.tables import format_table
-    from ..training.checkpoint import load_model
     from ..training.records import write_json
 
     start = time.perf_counter()

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ..io import atomic_write_text, save_figure
 from ..training import TrainConfig, train
 from ..training.records import write_json, write_rows
 
@@ -242,10 +243,10 @@ def run_demo(
                              x_train=toy.train.x, y_train=toy.train.y, x_test=toy.test.x, y_test=toy.test.y)
     fig = plot_decision_boundaries(npz)
     png = out / "boundary.png"
-    fig.savefig(png, dpi=100)
+    save_figure(fig, png, dpi=100)
 
     table = _summary_table(rows, settings)
-    (out / "accuracy_table.txt").write_text(table + "\n", encoding="utf-8")
+    atomic_write_text(out / "accuracy_table.txt", table + "\n")
     files = {
         "results": out / "results.jsonl", "results_csv": out / "results.csv", "config": out / "config.json",
         "table": out / "accuracy_table.txt", "boundary": png, "boundary_data": npz,

@@ -21,6 +21,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from ..io import atomic_write
+
 __all__ = ["decision_grid", "load_boundary_data", "plot_decision_boundaries", "save_boundary_data"]
 
 
@@ -102,10 +104,7 @@ def save_boundary_data(
         arrays[f"probs_{i}"] = np.asarray(panels[k], dtype=np.float32)
     if x_test is not None and y_test is not None:
         arrays["x_test"], arrays["y_test"] = _np(x_test), _np(y_test)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
-    return path
+    return atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays), binary=True)
 
 
 def _np(a: Any) -> np.ndarray:

@@ -9,21 +9,18 @@ from them, so the picture can be redrawn without re-running the attack.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import logging
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import matplotlib
 from matplotlib.figure import Figure
 
-logger = logging.getLogger(__name__)
+from ..io import atomic_write
 
 __all__ = [
     "MARGIN_FIELDS",
@@ -47,53 +44,6 @@ _VALUE_LABELS = {
     "linearized": "linearised distance to the boundary",
     "gap": "min-norm distance - linearised distance",
 }
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], *, binary: bool = False) -> Path:
-    """Call ``write(handle)`` on a temporary file beside ``path``, then ``os.replace`` it onto ``path``.
-
-    A crash or an error inside ``write`` leaves any existing file at ``path`` untouched and
-    removes the temporary file. Parent folders are created.
-
-    Args:
-        path: destination file.
-        write: writes the whole content to the open handle it is given.
-        binary: open the temporary file in binary mode (default: text, UTF-8, ``newline=''``).
-
-    Returns:
-        ``path`` as a ``Path``.
-
-    Example:
-        >>> import tempfile, os
-        >>> p = atomic_write(os.path.join(tempfile.mkdtemp(), "a.txt"), lambda h: h.write("hello"))
-        >>> p.read_text()
-        'hello'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        text = {} if binary else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(fd, "wb" if binary else "w", **text) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _file_mode(path: Path) -> int:
-    """Permissions for a new file at ``path``: those of the file it replaces, else ``0o666`` less the umask."""
-    with contextlib.suppress(OSError):
-        return path.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _csv_cell(value: Any) -> Any:

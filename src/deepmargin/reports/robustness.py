@@ -22,6 +22,8 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 
+from ..io import atomic_write, atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["load_rows", "write_rows", "accuracy_table", "plot_accuracy_vs_epsilon", "ROW_FIELDS"]
@@ -78,14 +80,14 @@ def write_rows(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str
     extra = sorted({k for row in rows for k in row} - set(ROW_FIELDS))
     fields = [f for f in ROW_FIELDS if any(f in row for row in rows)] + extra
     csv_path, jsonl_path = out / f"{stem}.csv", out / f"{stem}.jsonl"
-    with csv_path.open("w", newline="") as handle:
+    def write_csv(handle) -> None:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
-    with jsonl_path.open("w") as handle:
-        for row in rows:
-            handle.write(json.dumps(dict(row), allow_nan=True) + "\n")
+
+    atomic_write(csv_path, write_csv)
+    atomic_write_text(jsonl_path, "".join(json.dumps(dict(row), allow_nan=True) + "\n" for row in rows))
     return csv_path, jsonl_path
 
 

@@ -21,11 +21,9 @@ the file loads with ``torch.load(weights_only=True)``; we never fall back to uns
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..io import atomic_write
 from ..models import build_model
 
 logger = logging.getLogger(__name__)
@@ -138,19 +137,7 @@ def save_checkpoint(
         "metrics": to_plain(dict(metrics or {}), name="metrics"),
         "torch_version": torch.__version__.split("+")[0],
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+    path = atomic_write(path, lambda handle: torch.save(payload, handle), binary=True)
     logger.debug("saved checkpoint %s (epoch %d)", path, epoch)
     return path
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..io import atomic_write_text
 
 __all__ = ["append_row", "read_jsonl", "write_json", "write_rows"]
 
@@ -26,20 +28,8 @@ def _clean(value: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as indented JSON, atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(_clean(dict(data)), handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``data`` as indented JSON, atomically (:func:`deepmargin.io.atomic_write`)."""
+    return atomic_write_text(path, json.dumps(_clean(dict(data)), indent=2, sort_keys=False) + "\n")
 
 
 def _csv_value(value: Any) -> Any:
@@ -50,35 +40,39 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
+def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+    return buffer.getvalue()
+
+
 def append_row(stem: str | os.PathLike[str], row: Mapping[str, Any], *, fieldnames: Sequence[str] | None = None) -> None:
     """Append one row to ``stem.jsonl`` and ``stem.csv`` (the CSV header is written on creation).
 
     ``fieldnames`` fixes the CSV columns (default: the row's keys); missing values are left empty.
+    Each file is rewritten atomically, so an interruption never leaves a half-written line.
     """
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    with open(stem.with_suffix(".jsonl"), "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(_clean(dict(row))) + "\n")
-    csv_path = stem.with_suffix(".csv")
-    new = not csv_path.exists() or csv_path.stat().st_size == 0
+    jsonl_path, csv_path = stem.with_suffix(".jsonl"), stem.with_suffix(".csv")
+    old_jsonl = jsonl_path.read_text(encoding="utf-8") if jsonl_path.exists() else ""
+    atomic_write_text(jsonl_path, old_jsonl + json.dumps(_clean(dict(row))) + "\n")
+    old_csv = csv_path.read_text(encoding="utf-8") if csv_path.exists() else ""
     columns = list(fieldnames) if fieldnames is not None else list(row)
-    with open(csv_path, "a", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+    atomic_write_text(csv_path, old_csv + _csv_text([row], columns, header=not old_csv))
 
 
 def write_rows(stem: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]], *, fieldnames: Sequence[str] | None = None) -> None:
-    """Replace ``stem.jsonl`` and ``stem.csv`` with ``rows``."""
+    """Replace ``stem.jsonl`` and ``stem.csv`` with ``rows``, atomically."""
     stem = Path(stem)
     rows = list(rows)
-    for suffix in (".jsonl", ".csv"):
-        stem.with_suffix(suffix).unlink(missing_ok=True)
-    if fieldnames is None and rows:
+    if fieldnames is None:
         fieldnames = list(dict.fromkeys(k for r in rows for k in r))
-    for row in rows:
-        append_row(stem, row, fieldnames=fieldnames)
+    atomic_write_text(stem.with_suffix(".jsonl"), "".join(json.dumps(_clean(dict(r))) + "\n" for r in rows))
+    atomic_write_text(stem.with_suffix(".csv"), _csv_text(rows, fieldnames, header=True) if fieldnames else "")
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
