@@ -166,12 +166,12 @@ def test_config_round_trip_and_resolution():
     cfg = TrainConfig(loss="margin", norm="inf", gamma=[1.0, 2.0], layers=("input", "relu1"), optimizer="sgd",
                       model_kwargs={"hidden_sizes": (4, 4)})
     d = cfg.to_dict()
-    assert d["norm"] == "inf" and d["layers"] == ["input", "relu1"] and d["momentum"] == 0.9
+    assert d["norm"] == "inf" and d["layers"] == ["input", "relu1"] and d["momentum"] is None  # resolved by the optimiser
     assert d["model_kwargs"] == {"hidden_sizes": [4, 4]}
     assert json.loads(json.dumps(d)) == d
     again = TrainConfig.from_dict(d)
     assert again == cfg and again.norm == math.inf
-    assert TrainConfig(optimizer="rmsprop").momentum == 0.0
+    assert TrainConfig(optimizer="rmsprop").momentum is None
     assert TrainConfig(optimizer="adam").momentum is None
     assert TrainConfig(gamma=[3.0]).gamma == 3.0
 
@@ -395,3 +395,195 @@ def test_exact_per_sample_option_reaches_the_loss():
     assert abs(values[0] - values[1]) > 1e-6
     with pytest.raises(TypeError, match="'exact_per_sample' parameter of TrainConfig must be a bool"):
         tiny_config(exact_per_sample="yes", **kw)
+
+
+# ------------------------------------------------------------------- review fixes: resume/overwrite
+
+def test_overwrite_without_resume_starts_afresh(tmp_path):
+    data = blobs(8)
+    cfg = tiny_config(epochs=2)
+    train(cfg, tmp_path, data=data)
+    (tmp_path / "stale.txt").write_text("not a run file")
+    fresh = train(cfg, tmp_path, data=data, overwrite=True)  # resume=None: the same config would otherwise resume
+    assert fresh.resumed_from == 0 and [r["epoch"] for r in fresh.history] == [1, 2]
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2]
+    assert (tmp_path / "stale.txt").exists()  # only the run's own files are deleted
+    changed = train(tiny_config(epochs=1, lr=0.02), tmp_path, data=data, overwrite=True)  # no "refusing to resume"
+    assert changed.resumed_from == 0 and json.loads((tmp_path / "config.json").read_text())["lr"] == 0.02
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    with pytest.raises(ValueError, match=r"'overwrite' parameter of train must be False when resume=True"):
+        train(cfg, tmp_path, data=data, resume=True, overwrite=True)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1  # nothing was deleted
+
+
+# ----------------------------------------------------------------------------------- review: device
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "CPU", ""])
+def test_config_rejects_a_bad_device(device):
+    with pytest.raises((ValueError, TypeError), match=r"'device' parameter of TrainConfig must be"):
+        TrainConfig(device=device)
+
+
+def test_config_accepts_device_strings_and_objects():
+    assert TrainConfig(device="cuda:1").device == "cuda:1"  # parsed, not checked for availability here
+    assert TrainConfig(device=torch.device("cpu")).device == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("device", "patch", "match"),
+    [
+        ("cuda", "cuda", r"'device' parameter of TrainConfig must be a device available on this machine\. Got 'cuda' "
+                         r"instead: torch\.cuda\.is_available\(\) is False"),
+        ("mps", "mps", r"Got 'mps' instead: torch\.backends\.mps\.is_available\(\) is False"),
+    ],
+)
+def test_train_refuses_an_unavailable_device(device, patch, match, monkeypatch, tmp_path):
+    if patch == "cuda":
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    else:
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=match):
+        train(tiny_config(epochs=1, device=device), tmp_path, data=blobs(0))
+    assert not (tmp_path / "config.json").exists()  # refused before anything was written
+
+
+# ------------------------------------------------------------------------------ review: numpy values
+
+def test_config_turns_numpy_values_into_plain_ones(tmp_path):
+    np = pytest.importorskip("numpy")
+    cfg = tiny_config(
+        seed=np.int64(1), lr=np.float32(0.01), epochs=np.int64(2), batch_size=np.int32(16), val_size=np.float64(0.1),
+        loss="margin", layers=["input", "relu1"], gamma=np.array([0.5, 1.0]), layer_weights=np.array([1, 2]),
+        top_k=np.int64(2), alpha=np.float32(2.0), weight_decay=np.float32(0.0), optimizer="sgd",
+        momentum=np.float32(0.5), grad_clip=np.float64(5.0), approximate=np.bool_(True),
+        model_kwargs={"hidden_sizes": np.array([16, 16]), "dropout": np.float32(0.25)},
+    )
+    d = cfg.to_dict()
+    for key in ("seed", "epochs", "batch_size", "top_k"):
+        assert type(d[key]) is int, key
+    for key in ("lr", "val_size", "alpha", "weight_decay", "momentum", "grad_clip"):
+        assert type(d[key]) is float, key
+    assert d["lr"] == float(np.float32(0.01)) and d["momentum"] == 0.5
+    assert d["gamma"] == [0.5, 1.0] and all(type(g) is float for g in d["gamma"])
+    assert d["layer_weights"] == [1.0, 2.0] and all(type(w) is float for w in d["layer_weights"])
+    assert d["model_kwargs"] == {"hidden_sizes": [16, 16], "dropout": 0.25}
+    assert all(type(h) is int for h in d["model_kwargs"]["hidden_sizes"])
+    assert type(d["approximate"]) is bool
+    assert json.loads(json.dumps(d)) == d
+    # a numpy seed trains (it used to fail in random.seed) and gives the same run as the plain int
+    data = blobs(1)
+    with_numpy = train(tiny_config(seed=np.int64(1), lr=np.float32(0.01), epochs=1), tmp_path, data=data)
+    plain = train(tiny_config(seed=1, lr=float(np.float32(0.01)), epochs=1), data=data)
+    assert json.loads((tmp_path / "config.json").read_text())["seed"] == 1
+    for a, b in zip(with_numpy.model.state_dict().values(), plain.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------- review: momentum
+
+def test_momentum_is_rejected_with_adam():
+    with pytest.raises(ValueError, match=r"'momentum' parameter of TrainConfig must be None with optimizer 'adam'"):
+        TrainConfig(optimizer="adam", momentum=0.5)
+    with pytest.raises(ValueError, match=r"'momentum' parameter of build_optimizer must be None with 'adam'"):
+        build_optimizer("adam", [torch.nn.Parameter(torch.ones(2))], lr=0.1, momentum=0.5)
+
+
+@pytest.mark.parametrize(("optimizer", "expected"), [("sgd", 0.9), ("rmsprop", 0.0)])
+def test_unset_momentum_follows_the_optimizer(optimizer, expected):
+    sgd = tiny_config(optimizer="sgd")
+    assert sgd.momentum is None and sgd.to_dict()["momentum"] is None
+    switched = TrainConfig.from_dict({**sgd.to_dict(), "optimizer": optimizer})
+    assert switched.momentum is None
+    opt = build_optimizer(switched.optimizer, [torch.nn.Parameter(torch.ones(2))], lr=0.1, momentum=switched.momentum)
+    assert opt.defaults["momentum"] == expected
+
+
+def test_resume_accepts_a_stored_default_momentum(tmp_path):
+    """Runs written when the config stored the resolved default (0.9 for SGD) still resume."""
+    data = blobs(9)
+    train(tiny_config(epochs=2, optimizer="sgd", momentum=0.9), tmp_path, data=data)
+    assert json.loads((tmp_path / "config.json").read_text())["momentum"] == 0.9
+    again = train(tiny_config(epochs=2, optimizer="sgd"), tmp_path, data=data)
+    assert again.resumed_from == 2
+    with pytest.raises(ValueError, match=r"momentum: 0.9 \(saved\) != 0.5 \(now\)"):
+        train(tiny_config(epochs=2, optimizer="sgd", momentum=0.5), tmp_path, data=data)
+
+
+# ----------------------------------------------------------------------- review: best.pt without val
+
+def _without_val(data: DataBundle) -> DataBundle:
+    empty = Split(data.val.x[:0], data.val.y[:0])
+    return DataBundle(name=data.name, train=data.train, val=empty, test=data.test, num_classes=data.num_classes,
+                      input_shape=data.input_shape, bounds=None, info=data.info)
+
+
+@pytest.mark.parametrize("with_val", [True, False])
+def test_results_record_how_best_was_selected(with_val, tmp_path, caplog):
+    data = blobs(10) if with_val else _without_val(blobs(10))
+    cfg = tiny_config(epochs=3, val_size=0.1 if with_val else 0.0)
+    with caplog.at_level("INFO", logger="deepmargin.training.trainer"):
+        result = train(cfg, tmp_path, data=data)
+    summary = json.loads((tmp_path / "results.json").read_text())
+    key = "val_acc" if with_val else "train_acc"
+    assert summary["best_selected_by"] == result.best_selected_by == key
+    scores = [r[key] for r in result.history]
+    assert summary["best_epoch"] == scores.index(max(scores)) + 1 == load_checkpoint(tmp_path / "best.pt")["epoch"]
+    assert (summary["best_val_acc"] is None) is (not with_val)
+    final = caplog.records[-1].getMessage()
+    assert ("validation accuracy" in final) is with_val and ("training accuracy" in final) is (not with_val)
+    assert "best-validation" not in final
+
+
+# ------------------------------------------------------------------ review: data_root and epochs
+
+def test_resume_ignores_a_moved_data_root(tmp_path):
+    data = blobs(11)
+    train(tiny_config(epochs=2, data_root=str(tmp_path / "old")), tmp_path / "run", data=data)
+    again = train(tiny_config(epochs=2, data_root=str(tmp_path / "new")), tmp_path / "run", data=data)
+    assert again.resumed_from == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data_root"] == str(tmp_path / "new")
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_resume_continues_to_more_epochs(interrupted, tmp_path, monkeypatch):
+    data = blobs(12)
+    kw = dict(loss="margin", gamma=0.5, optimizer="sgd", lr_schedule="step", lr_step=1, lr_decay=0.7,
+              model_kwargs={"hidden_sizes": [16], "dropout": 0.2})
+    full = train(tiny_config(epochs=4, **kw), tmp_path / "full", data=data)
+    if interrupted:  # a 3-epoch run killed after epoch 2
+        real_append = trainer_module.append_row
+
+        def interrupted_append(stem, row, **k):
+            real_append(stem, row, **k)
+            if row["epoch"] == 2:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(trainer_module, "append_row", interrupted_append)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(epochs=3, **kw), tmp_path / "cut", data=data)
+        monkeypatch.undo()
+    else:
+        train(tiny_config(epochs=2, **kw), tmp_path / "cut", data=data)
+    with pytest.raises(ValueError, match=r"epochs: \d \(saved\) != 4 \(now\) \(pass resume=True \(--resume\)"):
+        train(tiny_config(epochs=4, **kw), tmp_path / "cut", data=data)  # implicit resume: same epochs only
+    longer = train(tiny_config(epochs=4, **kw), tmp_path / "cut", data=data, resume=True)
+    assert longer.resumed_from == 2 and len(longer.history) == 4
+    skip = {"seconds", "test_acc"}  # epoch 2 of the short run was its last, with a test accuracy
+    assert [{k: v for k, v in r.items() if k not in skip} for r in longer.history] == [
+        {k: v for k, v in r.items() if k not in skip} for r in full.history
+    ]
+    assert longer.test_acc == full.test_acc and longer.best_epoch == full.best_epoch
+    for a, b in zip(full.model.state_dict().values(), longer.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["epochs"] == 4
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match=r"epochs: 4 \(saved\) != 3 \(now\) \(the run has already completed 4 epochs\)"):
+        train(tiny_config(epochs=3, **kw), tmp_path / "cut", data=data, resume=True)
+
+
+def test_resume_refuses_other_epochs_with_the_cosine_schedule(tmp_path):
+    data = blobs(13)
+    train(tiny_config(epochs=2, lr_schedule="cosine"), tmp_path, data=data)
+    with pytest.raises(ValueError, match=r"epochs: 2 \(saved\) != 3 \(now\) \(the cosine learning-rate schedule anneals"):
+        train(tiny_config(epochs=3, lr_schedule="cosine"), tmp_path, data=data, resume=True)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2

@@ -5,22 +5,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import positive_int
+from ._common import positive_int, seed_int
 
 HELP = "train cross-entropy and large-margin models on digits and a toy set; print a table, write results and a picture"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``demo`` subcommand."""
-    p = subparsers.add_parser("demo", help=HELP, description=HELP + ". About a minute on 2 CPU cores.",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
+    from ..experiments.demo import QUICK_SETTINGS, DemoSettings
+
+    full, quick = DemoSettings(), QUICK_SETTINGS
+
+    def seeds(settings: DemoSettings) -> str:
+        return " ".join(str(s) for s in settings.seeds)
+
+    p = subparsers.add_parser("demo", help=HELP, description=HELP + ". About a minute on 2 CPU cores.")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)")
     p.add_argument("--quick", action="store_true", help="a tiny setting that runs in seconds (a smoke test)")
-    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="seeds (default 0 1 2; quick: 0)")
-    p.add_argument("--epochs", type=positive_int, help="epochs per digits run (default 15; quick: 2)")
+    p.add_argument("--seeds", type=seed_int, nargs="+", metavar="SEED",
+                   help=f"seeds (default: {seeds(full)}; with --quick: {seeds(quick)})")
+    p.add_argument("--epochs", type=positive_int,
+                   help=f"epochs per digits run (default: {full.epochs}; with --quick: {quick.epochs})")
     p.add_argument("--overwrite", action="store_true", help="retrain every run instead of reusing finished ones in --out")
-    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="per-epoch progress bars")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default: 1)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False,
+                   help="per-epoch progress bars (default: off)")
     return p
 
 

@@ -19,6 +19,34 @@ SUBCOMMANDS = ("train", "evaluate", "attack", "robustness", "demo", "layers")
 #: Errors that come from bad user input; they are reported in one line instead of a traceback.
 USER_ERRORS = (ValueError, TypeError, OSError)
 
+#: Parts of the messages torch raises (RuntimeError, AssertionError) for a device this machine or
+#: torch build cannot use; such errors are user errors too (a bad ``--device``), others are bugs.
+_DEVICE_ERROR_TEXTS = (
+    "not compiled with cuda",
+    "not linked with support for",
+    "device type at start of device string",
+    "invalid device string",
+    "no cuda gpus are available",
+    "invalid device ordinal",
+    "found no nvidia driver",
+)
+
+
+def _is_device_error(exc: BaseException) -> bool:
+    if not isinstance(exc, (RuntimeError, AssertionError)):
+        return False
+    text = str(exc).lower()
+    return any(part in text for part in _DEVICE_ERROR_TEXTS)
+
+
+def _check_device_option(args: argparse.Namespace) -> None:
+    """Check ``--device`` (of any subcommand that has it) before the subcommand starts."""
+    device = getattr(args, "device", None)
+    if isinstance(device, str):
+        from ..training.config import resolve_device
+
+        resolve_device(device, owner=f"deepmargin {args.command}", name="--device")
+
 _package = "deepmargin"
 
 
@@ -70,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``deepmargin`` command line; returns the exit status (0 on success).
 
     Errors caused by the input (bad options, missing files, a configuration that does not
-    match the run being resumed) print one line ``deepmargin COMMAND: error: ...`` and return 2.
+    match the run being resumed, a ``--device`` this machine cannot use) print one line
+    ``deepmargin COMMAND: error: ...`` and return 2.
 
     Example:
         >>> main(["layers", "--model", "mlp", "--input-shape", "2"])  # doctest: +SKIP
@@ -82,9 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     handler, previous_level = _configure_logging(args.verbose, args.quiet)
     try:
+        _check_device_option(args)
         return int(modules[args.command].run(args) or 0)
-    except USER_ERRORS as exc:
-        if args.verbose >= 2:
+    except (*USER_ERRORS, RuntimeError, AssertionError) as exc:
+        if args.verbose >= 2 or not (isinstance(exc, USER_ERRORS) or _is_device_error(exc)):
             raise
         print(f"deepmargin {args.command}: error: {exc}", file=sys.stderr)
         return 2

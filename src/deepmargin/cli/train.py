@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._common import positive_float, positive_int, print_layer_table, unit_float
+from ._common import nonneg_float, positive_float, positive_int, print_layer_table, unit_float
 
 HELP = "train a model (cross-entropy, hinge or large margin); writes metrics and checkpoints to --out"
 
@@ -29,7 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", type=Path, help="run directory (default: runs/DATASET-MODEL-LOSS-seedSEED)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
                    help="continue from OUT/last.pt (default: when it exists and the configuration matches)")
-    p.add_argument("--overwrite", action="store_true", help="with --no-resume: delete an existing run in OUT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an existing run in OUT and start again (cannot be combined with --resume)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: only when stderr is a terminal)")
     p.add_argument("--list-layers", action="store_true", help="print the model's layer names and shapes, then exit")
@@ -40,8 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--val-size", type=unit_float, help="validation fraction of the training set")
     g.add_argument("--train-fraction", type=positive_float, help="fraction of the training set used, in (0, 1]")
     g.add_argument("--label-noise", type=unit_float, help="fraction of training labels flipped, in [0, 1)")
-    g.add_argument("--n-samples", type=positive_int, help="toy sets: number of points")
-    g.add_argument("--data-noise", type=float, help="toy sets: noise level")
+    g.add_argument("--n-samples", type=_toy_samples, help="toy sets (moons, spirals): number of points, >= 2")
+    g.add_argument("--data-noise", type=nonneg_float, help="toy sets (moons, spirals): jitter of the points, >= 0")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=MODELS, help="architecture (default digits_cnn)")
@@ -74,7 +75,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (momentum), rmsprop or adam; default adam")
     g.add_argument("--lr", type=positive_float, help="learning rate")
-    g.add_argument("--momentum", type=float, help="momentum (default 0.9 for sgd, 0 for rmsprop)")
+    g.add_argument("--momentum", type=unit_float,
+                   help="momentum, in [0, 1) (default 0.9 for sgd, 0 for rmsprop; adam takes none)")
     g.add_argument("--weight-decay", type=float, help="L2 weight decay")
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="per-epoch learning-rate decay")
     g.add_argument("--lr-decay", type=positive_float, help="decay factor of the step/exponential schedules")
@@ -89,6 +91,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="torch CPU threads (default: torch's choice; 1 is often fastest for the small models)")
     _add_default_help(p)
     return p
+
+
+def _toy_samples(text: str) -> int:
+    """argparse type: an int >= 2 (a toy set needs two points at least)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an int >= 2. Got {text!r} instead.")
+    return value
 
 
 def _add_default_help(parser: argparse.ArgumentParser) -> None:
@@ -114,9 +127,16 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if not args.config.is_file():
             raise FileNotFoundError(f"The --config file {str(args.config)!r} does not exist.")
         try:
-            values.update(json.loads(args.config.read_text(encoding="utf-8")))
+            loaded = json.loads(args.config.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ValueError(f"The --config file {str(args.config)!r} is not valid JSON: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ValueError(
+                f"The --config file {str(args.config)!r} must hold a JSON object of TrainConfig fields. "
+                f"Got a {type(loaded).__name__} instead."
+            )
+        values.update(loaded)
+        _drop_default_momentum(values, args)
     model_kwargs = dict(values.get("model_kwargs") or {})
     if args.model_kwargs is not None:
         if not isinstance(args.model_kwargs, dict):
@@ -139,11 +159,44 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return TrainConfig.from_dict(values)
 
 
+def _drop_default_momentum(values: dict[str, Any], args: argparse.Namespace) -> None:
+    """When ``--optimizer`` switches away from the --config file's optimiser and ``--momentum`` is
+    not given, forget the file's momentum if it is just that optimiser's default (config files
+    written by older versions store the resolved default), so the new optimiser gets its own."""
+    from ..training.config import DEFAULT_MOMENTUM
+
+    if args.config is None or args.optimizer is None or args.momentum is not None:
+        return
+    saved_optimizer = values.get("optimizer", "adam")
+    if saved_optimizer == args.optimizer or values.get("momentum") is None:
+        return
+    if values["momentum"] == DEFAULT_MOMENTUM.get(saved_optimizer) or args.optimizer not in DEFAULT_MOMENTUM:
+        values["momentum"] = None
+
+
+def _check_toy_options(config: Any) -> None:
+    """The toy-set options name their command-line flags when the dataset is not a toy set."""
+    from ..data import TOY_DEFAULTS
+
+    if config.dataset in TOY_DEFAULTS:
+        return
+    for option, value in (("--data-noise", config.data_noise), ("--n-samples", config.n_samples)):
+        if value is not None:
+            raise ValueError(
+                f"The {option} option of deepmargin train only applies to the toy sets {list(TOY_DEFAULTS)}, "
+                f"not to dataset {config.dataset!r}. Got {value!r} instead; leave it out (or set it to null in --config)."
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     """Train according to ``args``; print a short summary."""
     from ..training import train
 
+    if args.resume is True and args.overwrite:
+        raise ValueError("The --overwrite option of deepmargin train cannot be combined with --resume "
+                         "(--resume keeps the run in --out, --overwrite deletes it). Got both instead.")
     config = config_from_args(args)
+    _check_toy_options(config)
     if args.threads is not None:
         import torch
 
@@ -168,5 +221,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"train accuracy    {last.get('train_acc', float('nan')):.4f}")
     if result.best_val_acc is not None:
         print(f"best val accuracy {result.best_val_acc:.4f} (epoch {result.best_epoch})")
+    if result.best_selected_by == "train_acc":
+        print(f"best.pt           epoch {result.best_epoch}, chosen by training accuracy (no validation split)")
     print(f"test accuracy     {result.test_acc:.4f} (last epoch), {result.test_acc_best:.4f} (best.pt)")
     return 0

@@ -9,14 +9,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 LOSSES = ("ce", "hinge", "margin")
 OPTIMIZERS = ("sgd", "rmsprop", "adam")
 LR_SCHEDULES = ("none", "step", "exponential", "cosine")
 AGGREGATIONS = ("max", "sum")
 SCORES = ("logits", "softmax")
 
-#: Keys of :meth:`TrainConfig.to_dict` that may change when a run is resumed.
-RESUME_FREE_KEYS = frozenset({"device", "eval_batch_size"})
+#: Keys of :meth:`TrainConfig.to_dict` that may change when a run is resumed (``epochs`` is
+#: handled on its own by :func:`deepmargin.training.train`: a run can be continued to more epochs).
+RESUME_FREE_KEYS = frozenset({"device", "eval_batch_size", "data_root"})
+
+#: The momentum an optimiser uses when ``TrainConfig.momentum`` is ``None`` (Adam takes none).
+DEFAULT_MOMENTUM: dict[str, float] = {"sgd": 0.9, "rmsprop": 0.0}
 
 _OWNER = "TrainConfig"
 
@@ -31,6 +37,82 @@ def _is_int(v: object) -> bool:
 
 def _is_real(v: object) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(float(v))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays and tuples turned into plain Python numbers and lists."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays, 0-d or not
+    if tolist is not None and type(value).__module__ == "numpy":
+        return _plain(tolist())
+    return value
+
+
+def _as_int(value: Any) -> Any:
+    return int(value) if _is_int(value) else value
+
+
+def _as_float(value: Any) -> Any:
+    return float(value) if _is_real(value) else value
+
+
+def resolve_device(
+    device: object, *, owner: str = _OWNER, name: str = "device", check_available: bool = True
+) -> torch.device:
+    """Parse ``device`` (e.g. ``"cpu"``, ``"cuda:0"``) and, by default, check that it can be used.
+
+    Args:
+        device: a device string or :class:`torch.device`.
+        owner, name: the function (or command) and parameter (or option) named in error messages.
+        check_available: also raise when the device is not available here (CUDA/MPS missing, a
+            CUDA index beyond the visible GPUs, a device type this torch build does not support).
+
+    Returns:
+        The :class:`torch.device`.
+
+    Raises:
+        TypeError: ``device`` is not a str or torch.device.
+        ValueError: ``device`` is not a device string, or (``check_available``) not available.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    label = f"The {name!r} parameter of {owner}" if not name.startswith("-") else f"The {name} option of {owner}"
+    if isinstance(device, torch.device):
+        parsed = device
+    elif not isinstance(device, str) or not device:
+        raise TypeError(f"{label} must be a non-empty str such as 'cpu' or 'cuda:0'. Got {device!r} instead.")
+    else:
+        try:
+            parsed = torch.device(device)
+        except (RuntimeError, ValueError, TypeError):
+            raise ValueError(
+                f"{label} must be a torch device such as 'cpu', 'cuda' or 'cuda:0'. Got {device!r} instead."
+            ) from None
+    if not check_available:
+        return parsed
+    problem = None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            problem = "torch.cuda.is_available() is False (no CUDA support in this torch build or no GPU visible)"
+        elif parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            problem = f"only {torch.cuda.device_count()} CUDA device(s) are visible"
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            problem = "torch.backends.mps.is_available() is False"
+    elif parsed.type != "cpu":
+        try:
+            torch.empty(0, device=parsed)
+        except Exception as exc:  # noqa: BLE001 - any failure means the device cannot be used
+            problem = f"a tensor cannot be created on it ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    if problem is not None:
+        raise ValueError(f"{label} must be a device available on this machine. Got {str(device)!r} instead: {problem}. "
+                         "Use 'cpu' (or a device that exists here).")
+    return parsed
 
 
 def parse_norm(norm: object) -> float:
@@ -82,12 +164,18 @@ class TrainConfig:
         margin_weight, ce_weight: weights of the margin and cross-entropy terms (1.0 and 1.0).
 
     Optimisation:
-        optimizer: ``"sgd"`` (with momentum), ``"rmsprop"`` or ``"adam"``; lr; momentum (``None``:
-            0.9 for SGD, 0 for RMSProp, unused by Adam); weight_decay.
+        optimizer: ``"sgd"`` (with momentum), ``"rmsprop"`` or ``"adam"``; lr; momentum (``None``,
+            the default, stays ``None`` in the config and means the optimiser's default of
+            :data:`DEFAULT_MOMENTUM`: 0.9 for SGD, 0 for RMSProp; Adam takes none, so it must be
+            ``None`` with Adam); weight_decay.
         lr_schedule: ``"none"``, ``"step"`` (times ``lr_decay`` every ``lr_step`` epochs),
             ``"exponential"`` (times ``lr_decay`` every epoch) or ``"cosine"`` (to 0 over ``epochs``).
         grad_clip: maximum global gradient norm (``None``: no clipping).
-        epochs, batch_size, eval_batch_size, seed, device (``"cpu"`` by default; never guessed).
+        epochs, batch_size, eval_batch_size, seed, device (``"cpu"`` by default; never guessed;
+            parsed here, checked for availability when training starts).
+
+    Numbers may be given as numpy scalars (and lists as numpy arrays or tuples); they are stored as
+    plain ``int``/``float``/``list`` so the configuration stays JSON-able.
 
     Example:
         >>> cfg = TrainConfig(loss="margin", gamma=[2.0, 1.0], layers=["input", "relu3"], epochs=3)
@@ -142,81 +230,112 @@ class TrainConfig:
         self._validate()
 
     def _validate(self) -> None:  # noqa: C901 - a flat list of checks reads best
-        for name in ("dataset", "model", "device"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise _err(name, "a non-empty str", getattr(self, name), TypeError)
+        for name in ("dataset", "model"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise _err(name, "a non-empty str", value, TypeError)
+            setattr(self, name, str(value))  # numpy.str_ -> str
+        if isinstance(self.device, torch.device):
+            self.device = str(self.device)
+        resolve_device(self.device, check_available=False)  # availability is checked when training starts
+        self.device = str(self.device)
         if self.data_root is not None and not isinstance(self.data_root, str):
             self.data_root = str(self.data_root)
         for name, value in (("val_size", self.val_size), ("label_noise", self.label_noise)):
             if not _is_real(value) or not (0.0 <= value < 1.0):
                 raise _err(name, "a float in [0, 1)", value)
+            setattr(self, name, float(value))
         if not _is_real(self.train_fraction) or not (0.0 < self.train_fraction <= 1.0):
             raise _err("train_fraction", "a float in (0, 1]", self.train_fraction)
+        self.train_fraction = float(self.train_fraction)
         if self.n_samples is not None and (not _is_int(self.n_samples) or self.n_samples < 1):
             raise _err("n_samples", "a positive int or None", self.n_samples)
+        self.n_samples = None if self.n_samples is None else int(self.n_samples)
         if self.data_noise is not None and (not _is_real(self.data_noise) or self.data_noise < 0):
             raise _err("data_noise", "a float >= 0 or None", self.data_noise)
+        self.data_noise = None if self.data_noise is None else float(self.data_noise)
         if not isinstance(self.model_kwargs, Mapping):
             raise _err("model_kwargs", "a dict", self.model_kwargs, TypeError)
-        self.model_kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.model_kwargs.items()}
+        self.model_kwargs = {str(k): _plain(v) for k, v in self.model_kwargs.items()}
         _choice("loss", self.loss, LOSSES)
         _choice("aggregation", self.aggregation, AGGREGATIONS)
         _choice("scores", self.scores, SCORES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        for name in ("loss", "aggregation", "scores", "optimizer", "lr_schedule"):
+            setattr(self, name, str(getattr(self, name)))
         if self.layers is not None:
             if isinstance(self.layers, str) or not isinstance(self.layers, Sequence) or not self.layers or not all(
                 isinstance(n, str) for n in self.layers
             ):
                 raise _err("layers", "a non-empty list of layer names or None", self.layers, TypeError)
-            self.layers = list(self.layers)
-        if isinstance(self.gamma, Sequence) and not isinstance(self.gamma, str):
-            gammas = list(self.gamma)
+            self.layers = [str(n) for n in self.layers]
+        gamma = _plain(self.gamma)  # a numpy array of margins becomes a list
+        if isinstance(gamma, Sequence) and not isinstance(gamma, str):
+            gammas = list(gamma)
             if not gammas or not all(_is_real(g) and g > 0 for g in gammas):
                 raise _err("gamma", "a float > 0 or a list of floats > 0 (one per layer)", self.gamma)
             if self.layers is not None and len(gammas) not in (1, len(self.layers)):
                 raise _err("gamma", f"a float or a list of {len(self.layers)} floats (one per layer)", self.gamma)
             self.gamma = [float(g) for g in gammas] if len(gammas) > 1 else float(gammas[0])
-        elif not _is_real(self.gamma) or self.gamma <= 0:
+        elif not _is_real(gamma) or gamma <= 0:
             raise _err("gamma", "a float > 0 or a list of floats > 0 (one per layer)", self.gamma)
         else:
-            self.gamma = float(self.gamma)
+            self.gamma = float(gamma)
         if self.layer_weights is not None:
-            if isinstance(self.layer_weights, str) or not isinstance(self.layer_weights, Sequence) or not all(
-                _is_real(w) and w > 0 for w in self.layer_weights
+            weights = _plain(self.layer_weights)
+            if isinstance(weights, str) or not isinstance(weights, Sequence) or not all(
+                _is_real(w) and w > 0 for w in weights
             ):
                 raise _err("layer_weights", "a list of floats > 0 (one per layer) or None", self.layer_weights)
-            self.layer_weights = [float(w) for w in self.layer_weights]
+            self.layer_weights = [float(w) for w in weights]
         if self.alpha is not None and (not _is_real(self.alpha) or self.alpha <= 0):
             raise _err("alpha", "a float > 0 or None", self.alpha)
+        self.alpha = _as_float(self.alpha)
         if not _is_int(self.top_k) or self.top_k < 1:
             raise _err("top_k", "an int >= 1", self.top_k)
+        self.top_k = int(self.top_k)
         self.norm = parse_norm(self.norm)
         for name in ("hinge_margin", "epsilon", "lr"):
             value = getattr(self, name)
             if not _is_real(value) or value <= 0:
                 raise _err(name, "a float > 0", value)
+            setattr(self, name, float(value))
         for name in ("hinge_ce_weight", "margin_weight", "ce_weight", "weight_decay"):
             value = getattr(self, name)
             if not _is_real(value) or value < 0:
                 raise _err(name, "a float >= 0", value)
+            setattr(self, name, float(value))
         for name in ("approximate", "exact_per_sample"):
-            if not isinstance(getattr(self, name), bool):
+            value = getattr(self, name)
+            if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+                value = bool(value)
+            if not isinstance(value, bool):
                 raise _err(name, "a bool", getattr(self, name), TypeError)
-        if self.momentum is None:
-            self.momentum = {"sgd": 0.9, "rmsprop": 0.0}.get(self.optimizer)
-        elif not _is_real(self.momentum) or not 0 <= self.momentum < 1:
-            raise _err("momentum", "a float in [0, 1) or None", self.momentum)
+            setattr(self, name, value)
+        if self.momentum is not None:
+            if self.optimizer not in DEFAULT_MOMENTUM:
+                raise _err(
+                    "momentum", f"None with optimizer {self.optimizer!r} (it takes no momentum; use 'sgd' or 'rmsprop')",
+                    self.momentum,
+                )
+            if not _is_real(self.momentum) or not 0 <= self.momentum < 1:
+                raise _err("momentum", "a float in [0, 1) or None", self.momentum)
+            self.momentum = float(self.momentum)
         if not _is_real(self.lr_decay) or not 0 < self.lr_decay <= 1:
             raise _err("lr_decay", "a float in (0, 1]", self.lr_decay)
+        self.lr_decay = float(self.lr_decay)
         if self.grad_clip is not None and (not _is_real(self.grad_clip) or self.grad_clip <= 0):
             raise _err("grad_clip", "a float > 0 or None", self.grad_clip)
+        self.grad_clip = _as_float(self.grad_clip)
         for name in ("lr_step", "epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise _err(name, "an int >= 1", value)
+            setattr(self, name, int(value))
         if not _is_int(self.seed) or self.seed < 0:
             raise _err("seed", "an int >= 0", self.seed)
+        self.seed = int(self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain JSON-able values (``inf`` norm written as ``"inf"``)."""
@@ -242,7 +361,21 @@ def _choice(name: str, value: object, choices: Sequence[str]) -> None:
         raise _err(name, f"one of {list(choices)}", value)
 
 
+def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with a momentum equal to its optimiser's default written as ``None`` (the same run)."""
+    out = dict(config)
+    default = DEFAULT_MOMENTUM.get(out.get("optimizer"))  # type: ignore[arg-type]
+    if out.get("momentum") is not None and default is not None and out["momentum"] == default:
+        out["momentum"] = None
+    return out
+
+
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], *, ignore: frozenset[str] = RESUME_FREE_KEYS) -> dict[str, tuple[Any, Any]]:
-    """``{key: (old, new)}`` for every key whose value differs, except those in ``ignore``."""
-    keys = (set(old) | set(new)) - set(ignore)
-    return {k: (old.get(k), new.get(k)) for k in sorted(keys) if old.get(k) != new.get(k)}
+    """``{key: (old, new)}`` for every key whose value differs, except those in ``ignore``.
+
+    A momentum equal to the optimiser's default (:data:`DEFAULT_MOMENTUM`) counts as equal to
+    ``None``: configurations written before the momentum was kept unresolved still match.
+    """
+    a, b = _comparable(old), _comparable(new)
+    keys = (set(a) | set(b)) - set(ignore)
+    return {k: (old.get(k), new.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}

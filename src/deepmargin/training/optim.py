@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from .config import LR_SCHEDULES, OPTIMIZERS
+from .config import DEFAULT_MOMENTUM, LR_SCHEDULES, OPTIMIZERS
 
 __all__ = ["build_optimizer", "build_scheduler", "derive_seed", "seed_everything"]
 
@@ -24,18 +24,28 @@ def build_optimizer(
     """Create ``"sgd"`` (momentum, default 0.9), ``"rmsprop"`` (momentum default 0, as the paper's
     MNIST margin models) or ``"adam"``; ``weight_decay`` is the L2 coefficient of the optimiser.
 
+    ``momentum=None`` means the optimiser's default (:data:`deepmargin.training.config.DEFAULT_MOMENTUM`);
+    this is the only place the default is resolved, so a configuration that leaves it unset follows
+    whichever optimiser it names. Adam takes no momentum: a value other than ``None`` is an error.
+
     Example:
         >>> opt = build_optimizer("sgd", torch.nn.Linear(2, 2).parameters(), lr=0.1)
         >>> opt.defaults["momentum"]
         0.9
     """
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9 if momentum is None else momentum, weight_decay=weight_decay)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=0.0 if momentum is None else momentum, weight_decay=weight_decay)
+    if name not in OPTIMIZERS:
+        raise ValueError(f"The 'name' parameter of build_optimizer must be one of {list(OPTIMIZERS)}. Got {name!r} instead.")
     if name == "adam":
+        if momentum is not None:
+            raise ValueError(
+                f"The 'momentum' parameter of build_optimizer must be None with 'adam' (Adam takes no momentum). "
+                f"Got {momentum!r} instead."
+            )
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"The 'name' parameter of build_optimizer must be one of {list(OPTIMIZERS)}. Got {name!r} instead.")
+    value = DEFAULT_MOMENTUM[name] if momentum is None else float(momentum)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=value, weight_decay=weight_decay)
+    return torch.optim.RMSprop(params, lr=lr, momentum=value, weight_decay=weight_decay)
 
 
 def build_scheduler(

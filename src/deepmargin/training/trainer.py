@@ -7,13 +7,20 @@ A run directory holds::
     metrics.csv     val_acc, test_acc (last epoch only), lr, seconds, plus the grid keys
                     (dataset, model, loss, label_noise, train_fraction, seed)
     last.pt         checkpoint after the last completed epoch (model, optimizer, scheduler)
-    best.pt         checkpoint of the epoch with the best validation accuracy
-    results.json    summary: test accuracy of the last and of the best-validation model, ...
+    best.pt         checkpoint of the epoch with the best validation accuracy (the best training
+                    accuracy when there is no validation split, ``val_size=0``)
+    results.json    summary: test accuracy of the last model and of best.pt, which criterion chose
+                    best.pt (``best_selected_by``: ``"val_acc"`` or ``"train_acc"``), ...
 
 Starting :func:`train` again with the same directory continues from ``last.pt`` when the
-configuration matches (and refuses when it does not). Every epoch reseeds torch, numpy and
-``random`` from ``(seed, epoch)`` and shuffles with its own generator, so a resumed run gives the
-same numbers as an uninterrupted one.
+configuration matches (and refuses when it does not). The keys of
+:data:`~deepmargin.training.config.RESUME_FREE_KEYS` (device, eval batch size, data folder) may
+change. With ``resume=True`` (``--resume``), ``epochs`` may change too: a finished or interrupted
+run continues to the new count (not below the epochs already completed), giving the same numbers
+as a run started with that count, except with the cosine schedule, whose learning rates depend on
+``epochs`` (refused). The default ``resume=None`` only picks up a run with the same ``epochs``.
+Every epoch reseeds torch, numpy and ``random`` from ``(seed, epoch)`` and shuffles with its own
+generator, so a resumed run gives the same numbers as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from torch import Tensor, nn
 
 from ..models import build_model
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, config_differences
+from .config import RESUME_FREE_KEYS, TrainConfig, config_differences, resolve_device
 from .objective import Objective, build_objective
 from .optim import build_optimizer, build_scheduler, derive_seed, seed_everything
 from .records import append_row, write_json, write_rows
@@ -61,12 +68,15 @@ class TrainResult:
         config: the resolved configuration (plain dict, as in ``config.json``).
         history: one metrics row per completed epoch.
         test_acc: test accuracy of the final model.
-        test_acc_best: test accuracy of the best-validation model.
-        best_epoch, best_val_acc: the epoch ``best.pt`` comes from and its validation accuracy.
+        test_acc_best: test accuracy of the ``best.pt`` model (see ``best_selected_by``).
+        best_epoch, best_val_acc: the epoch ``best.pt`` comes from and its validation accuracy
+            (``None`` without a validation split).
         model: the final model (eval mode).
         out_dir: the run directory (``None`` when nothing was written).
         resumed_from: the epoch the run continued from (0 for a fresh run).
         data_info: the dataset's metadata (sizes, label noise, seed, ...).
+        best_selected_by: the metric that chose ``best.pt``: ``"val_acc"``, or ``"train_acc"``
+            when the run has no validation split (``val_size=0``).
     """
 
     config: dict[str, Any]
@@ -79,6 +89,7 @@ class TrainResult:
     out_dir: Path | None = None
     resumed_from: int = 0
     data_info: dict[str, Any] = field(default_factory=dict)
+    best_selected_by: str = "val_acc"
 
     def summary(self) -> dict[str, Any]:
         """Plain-data summary (what ``results.json`` holds)."""
@@ -88,6 +99,7 @@ class TrainResult:
             "epochs_completed": len(self.history),
             "resumed_from": self.resumed_from,
             "best_epoch": self.best_epoch,
+            "best_selected_by": self.best_selected_by,
             "best_val_acc": self.best_val_acc,
             "test_acc": self.test_acc,
             "test_acc_best": self.test_acc_best,
@@ -206,7 +218,11 @@ def train(
         resume: ``None`` (default) continues from ``out_dir/last.pt`` if it exists and its
             configuration matches; ``True`` the same, but says so when there is nothing to resume;
             ``False`` refuses an ``out_dir`` that already holds a run unless ``overwrite``.
-        overwrite: with ``resume=False``, delete an existing run in ``out_dir`` and start again.
+            A resumed run may change the keys of ``RESUME_FREE_KEYS``; with ``resume=True`` also
+            ``epochs``, to continue the run to a new epoch count (not with the cosine schedule;
+            see the module docstring).
+        overwrite: delete an existing run in ``out_dir`` and start again (with ``resume=None`` or
+            ``resume=False``; ``resume=True`` together with ``overwrite=True`` is an error).
         progress: show a tqdm progress bar; ``None``: only when stderr is a terminal.
         data: an already loaded :class:`deepmargin.data.DataBundle` to use instead of loading
             ``config.dataset`` (it must be the dataset the configuration describes).
@@ -216,8 +232,9 @@ def train(
         A :class:`TrainResult`.
 
     Raises:
-        ValueError: the configuration differs from the one of the run being resumed, or the
-            loss options do not fit the model/data (e.g. unknown layer names).
+        ValueError: the configuration differs from the one of the run being resumed, the
+            loss options do not fit the model/data (e.g. unknown layer names), ``config.device``
+            is not available here, or ``resume=True`` with ``overwrite=True``.
         FileExistsError: ``resume=False`` and ``out_dir`` holds a run, without ``overwrite``.
         FloatingPointError: the training loss became NaN or infinite.
 
@@ -228,7 +245,16 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"The 'config' parameter of train must be a TrainConfig. Got {type(config).__name__} instead.")
-    device = torch.device(config.device)
+    if resume not in (None, True, False):
+        raise TypeError(f"The 'resume' parameter of train must be None or a bool. Got {resume!r} instead.")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"The 'overwrite' parameter of train must be a bool. Got {overwrite!r} instead.")
+    if resume is True and overwrite:
+        raise ValueError(
+            "The 'overwrite' parameter of train must be False when resume=True (resuming keeps the run, "
+            "overwriting deletes it). Got overwrite=True instead."
+        )
+    device = resolve_device(config.device)
     bundle = data if data is not None else _load_data(config)
 
     model, model_kwargs = init_model(config, bundle)
@@ -253,23 +279,17 @@ def train(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         last_path = out / "last.pt"
-        if last_path.exists() and resume is False:
-            if not overwrite:
-                raise FileExistsError(
-                    f"Output directory {str(out)!r} already holds a run (last.pt). Resume it (resume=True, "
-                    "--resume), start it again (overwrite=True, --overwrite) or choose another directory."
-                )
+        if last_path.exists() and overwrite:
             logger.info("overwriting the run in %s", out)
             _clear_run_files(out)
+        elif last_path.exists() and resume is False:
+            raise FileExistsError(
+                f"Output directory {str(out)!r} already holds a run (last.pt). Resume it (resume=True, "
+                "--resume), start it again (overwrite=True, --overwrite) or choose another directory."
+            )
         elif last_path.exists():
             ckpt = load_checkpoint(last_path, map_location=device)
-            diff = config_differences(ckpt["config"], resolved)
-            if diff:
-                lines = "; ".join(f"{k}: {a!r} (saved) != {b!r} (now)" for k, a, b in ((k, *v) for k, v in diff.items()))
-                raise ValueError(
-                    f"The configuration differs from the run in {str(out)!r}, refusing to resume it: {lines}. "
-                    "Use the same options, another output directory, or --no-resume --overwrite to start again."
-                )
+            _check_resumable(ckpt["config"], resolved, int(ckpt["epoch"]), out, other_epochs=resume is True)
             model.load_state_dict(ckpt["model_state"])
             optimizer.load_state_dict(ckpt["optimizer_state"])
             if scheduler is not None and ckpt["scheduler_state"] is not None:
@@ -283,7 +303,11 @@ def train(
             if (out / "best.pt").exists():
                 best_state = load_checkpoint(out / "best.pt", map_location=device)["model_state"]
             write_rows(out / "metrics", history, fieldnames=METRIC_COLUMNS)
-            logger.info("resuming %s from epoch %d of %d", out, start_epoch, config.epochs)
+            saved_epochs = ckpt["config"].get("epochs")
+            if saved_epochs != config.epochs:
+                logger.info("resuming %s from epoch %d, now to %d epochs (was %s)", out, start_epoch, config.epochs, saved_epochs)
+            else:
+                logger.info("resuming %s from epoch %d of %d", out, start_epoch, config.epochs)
         else:
             if resume:
                 logger.warning("nothing to resume in %s (no last.pt); starting a new run", out)
@@ -294,6 +318,7 @@ def train(
     x_train, y_train = bundle.train.x.to(device), bundle.train.y.to(device)
     x_val, y_val = bundle.val.x.to(device), bundle.val.y.to(device)
     x_test, y_test = bundle.test.x.to(device), bundle.test.y.to(device)
+    selected_by = "val_acc" if len(y_val) else "train_acc"
     show = _show_progress(progress)
     level = logging.INFO if verbose else logging.DEBUG
     logger.log(
@@ -358,7 +383,7 @@ def train(
             "seed": config.seed,
         }
         history.append(row)
-        score = row["val_acc"] if row["val_acc"] is not None else row["train_acc"]
+        score = row[selected_by]
         improved = score > best_score
         if improved:
             best_score, best_epoch, best_val_acc = score, epoch, row["val_acc"]
@@ -372,7 +397,7 @@ def train(
         if out is not None:
             meta = {
                 "last": row, "history": history, "best_epoch": best_epoch,
-                "best_val_acc": best_val_acc, "best_score": best_score,
+                "best_val_acc": best_val_acc, "best_score": best_score, "best_selected_by": selected_by,
             }
             common = dict(model=model, model_name=config.model, model_kwargs=model_kwargs, config=resolved)
             if improved:
@@ -400,11 +425,46 @@ def train(
         out_dir=out,
         resumed_from=start_epoch,
         data_info=dict(getattr(bundle, "info", {}) or {}),
+        best_selected_by=selected_by,
     )
     if out is not None:
         write_json(out / "results.json", result.summary())
-    logger.log(level, "test accuracy %.4f (best-validation model: %.4f)", result.test_acc, result.test_acc_best)
+    logger.log(
+        level, "test accuracy %.4f (last epoch), %.4f (best.pt: epoch %d, best %s)",
+        result.test_acc, result.test_acc_best, best_epoch, "validation accuracy" if selected_by == "val_acc" else
+        "training accuracy, no validation split",
+    )
     return result
+
+
+def _check_resumable(
+    saved: dict[str, Any], resolved: dict[str, Any], completed: int, out: Path, *, other_epochs: bool
+) -> None:
+    """Raise a ValueError when the run in ``out`` (``saved`` config, ``completed`` epochs) cannot be
+    continued with the configuration ``resolved``; a different ``epochs`` only with ``other_epochs``."""
+    diff = config_differences(saved, resolved, ignore=RESUME_FREE_KEYS)
+    reason = None
+    if "epochs" in diff and len(diff) == 1:
+        new_epochs = resolved["epochs"]
+        if resolved.get("lr_schedule") == "cosine":
+            reason = (
+                "the cosine learning-rate schedule anneals over 'epochs', so the learning rates of the completed "
+                "epochs depend on it and the run cannot be continued to another epoch count"
+            )
+        elif new_epochs < completed:
+            reason = f"the run has already completed {completed} epochs"
+        elif not other_epochs:
+            reason = f"pass resume=True (--resume) to continue it to {new_epochs} epochs"
+        else:
+            return
+    elif not diff:
+        return
+    lines = "; ".join(f"{k}: {a!r} (saved) != {b!r} (now)" for k, (a, b) in diff.items())
+    raise ValueError(
+        f"The configuration differs from the run in {str(out)!r}, refusing to resume it: {lines}"
+        + (f" ({reason})" if reason else "")
+        + ". Use the same options, another output directory, or --overwrite (overwrite=True) to start again."
+    )
 
 
 def _progress_bar(total: int, desc: str, show: bool) -> Any:
