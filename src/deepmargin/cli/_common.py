@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,59 +12,30 @@ import torch
 from torch import nn
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1. Got {text!r} instead.") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1. Got {text!r} instead.")
-    return value
+def _number_type(parse: Callable[[str], Any], ok: Callable[[Any], bool], expected: str, name: str, doc: str):
+    """An argparse type: ``parse(text)``, accepted when ``ok(value)``; else 'must be <expected>. Got ...'."""
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {expected}. Got {text!r} instead.")
+        return value
+
+    convert.__name__ = convert.__qualname__ = name
+    convert.__doc__ = f"argparse type: {doc}."
+    return convert
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a float > 0. Got {text!r} instead.") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a float > 0. Got {text!r} instead.")
-    return value
-
-
-def unit_float(text: str) -> float:
-    """argparse type: a float in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a float in [0, 1). Got {text!r} instead.") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a float in [0, 1). Got {text!r} instead.")
-    return value
-
-
-def nonneg_float(text: str) -> float:
-    """argparse type: a finite float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite float >= 0. Got {text!r} instead.")
-    return value
-
-
-def seed_int(text: str) -> int:
-    """argparse type: an int >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 0. Got {text!r} instead.") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an int >= 0. Got {text!r} instead.")
-    return value
+positive_int = _number_type(int, lambda v: v >= 1, "an int >= 1", "positive_int", "an int >= 1")
+seed_int = _number_type(int, lambda v: v >= 0, "an int >= 0", "seed_int", "an int >= 0")
+positive_float = _number_type(float, lambda v: v > 0 and math.isfinite(v), "a float > 0", "positive_float",
+                              "a finite float > 0")
+unit_float = _number_type(float, lambda v: 0.0 <= v < 1.0, "a float in [0, 1)", "unit_float", "a float in [0, 1)")
+nonneg_float = _number_type(float, lambda v: math.isfinite(v) and v >= 0, "a finite float >= 0", "nonneg_float",
+                            "a finite float >= 0")
 
 
 _NORMS = {"inf": "linf", "linf": "linf", "l_inf": "linf", "2": "l2", "l2": "l2"}
