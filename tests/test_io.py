@@ -45,3 +45,15 @@ def test_append_row_keeps_earlier_rows(tmp_path):
     assert [r["epoch"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [0, 1, 2]
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines[0] == "epoch,acc" and len(lines) == 4
+
+
+def test_unavailable_map_location_is_not_reported_as_corruption(tmp_path, monkeypatch):
+    from deepmargin.training.checkpoint import load_checkpoint
+
+    path = save_checkpoint(tmp_path / "m.pt", model=torch.nn.Linear(2, 2), model_name="mlp",
+                           model_kwargs={"num_classes": 2, "input_shape": [2], "hidden_sizes": []})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"'map_location' parameter of load_checkpoint") as info:
+        load_checkpoint(path, map_location="cuda")
+    assert "corrupt" not in str(info.value)
+    assert load_checkpoint(path, map_location="cpu")["model_name"] == "mlp"

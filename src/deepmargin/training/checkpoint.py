@@ -160,6 +160,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file {str(path)!r} does not exist (or is not a file).")
+    if isinstance(map_location, (str, torch.device)):
+        from .config import resolve_device  # a missing GPU is not a corrupt file
+
+        resolve_device(map_location, owner="load_checkpoint", name="map_location")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"Checkpoint {str(path)!r} is corrupt or truncated (not a torch zip archive as torch.save writes)."
