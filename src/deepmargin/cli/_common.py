@@ -130,6 +130,15 @@ def load_test_split(
     return x.to(device), y.to(device), bounds, dataset, root
 
 
+def add_output_options(parser: argparse.ArgumentParser, *, out: str, plot: str, progress: str) -> None:
+    """Options shared by the commands that evaluate checkpoints: data folder, device, output, progress, plot."""
+    parser.add_argument("--data-root", default=None, help="dataset folder (default: the checkpoint's data_root)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
+    parser.add_argument("--progress", action="store_true", help=f"show {progress} even when not interactive")
+    parser.add_argument("--no-plot", dest="plot", action="store_false", help=f"do not draw {plot}")
+
+
 def print_layer_table(model: nn.Module, input_shape: Sequence[int]) -> None:
     """Print the names usable as margin layers, with module type and output shape."""
     from ..capture import layer_table

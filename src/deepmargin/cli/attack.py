@@ -27,6 +27,7 @@ import torch
 from ..io import atomic_write_text, save_figure
 from ..training.optim import seed_everything
 from ._common import (
+    add_output_options,
     load_checkpoints,
     load_test_split,
     nonneg_float,
@@ -85,11 +86,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=256, help="inputs per attack call (default: 256)")
     p.add_argument("--seed", nargs="+", type=seed_int, default=[0], metavar="SEED",
                    help="seed(s); randomised attacks (pgd, noise) run once per seed (default: 0)")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: the checkpoint's data_root)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--out", default="runs/attack", help="output folder (default: runs/attack)")
-    p.add_argument("--progress", action="store_true", help="show progress bars even when not interactive")
-    p.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw accuracy_vs_eps.png")
+    add_output_options(p, out="runs/attack", plot="accuracy_vs_eps.png", progress="progress bars")
     p.set_defaults(func=run)
     return p
 

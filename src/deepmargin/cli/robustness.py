@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import load_checkpoints, load_test_split, nonneg_float, norm_arg, positive_int
+from ._common import add_output_options, load_checkpoints, load_test_split, nonneg_float, norm_arg, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +89,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="steps of the minimum-norm attack (default: fmn 100, deepfool 50)")
     p.add_argument("--n", type=positive_int, default=None, help="measure the first N test inputs (default: all)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="inputs per attack call (default: 256)")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: the checkpoint's data_root)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--out", default="runs/robustness", help="output folder (default: runs/robustness)")
-    p.add_argument("--progress", action="store_true", help="show a progress bar even when not interactive")
-    p.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw margin_histogram.png")
+    add_output_options(p, out="runs/robustness", plot="margin_histogram.png", progress="a progress bar")
     p.set_defaults(func=run)
     return p
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 import os
 from collections import defaultdict
@@ -23,8 +22,6 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from ..io import atomic_write, atomic_write_text
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["load_rows", "write_rows", "accuracy_table", "plot_accuracy_vs_epsilon", "ROW_FIELDS"]
 
