@@ -16,6 +16,11 @@ OPTIMIZERS = ("sgd", "rmsprop", "adam")
 LR_SCHEDULES = ("none", "step", "exponential", "cosine")
 AGGREGATIONS = ("max", "sum")
 SCORES = ("logits", "softmax")
+#: Values of ``TrainConfig.adv_train``: the one-step attacks of
+#: :mod:`deepmargin.training.adversarial` (adding a method there and here is all it takes).
+ADV_TRAIN = ("none", "fgsm")
+#: Values of ``TrainConfig.augment`` (see :mod:`deepmargin.training.augment`).
+AUGMENTATIONS = ("none", "crop", "flip", "crop-flip")
 
 #: Keys of :meth:`TrainConfig.to_dict` that may change when a run is resumed (``epochs`` is
 #: handled on its own by :func:`deepmargin.training.train`: a run can be continued to more epochs).
@@ -174,6 +179,24 @@ class TrainConfig:
         epochs, batch_size, eval_batch_size, seed, device (``"cpu"`` by default; never guessed;
             parsed here, checked for availability when training starts).
 
+    Adversarial training (Kurakin et al. 2016, "Adversarial Machine Learning at Scale"; used with
+    every ``loss``, see :mod:`deepmargin.training.adversarial`):
+        adv_train: ``"none"`` (default) or ``"fgsm"``: in every batch of ``m`` samples,
+            ``k = round(adv_ratio * m)`` random ones are replaced by FGSM examples crafted on the
+            current model with its predicted labels.
+        adv_eps: the largest epsilon, in input units (0.3); each example's epsilon is drawn from
+            ``|N(0, (adv_eps / 2)^2)|`` truncated to ``[0, adv_eps]``.
+        adv_ratio: share of each batch replaced, in (0, 1] (0.5).
+        adv_weight: weight ``lambda`` of the adversarial examples in the loss, > 0 (0.3):
+            ``(sum_clean L + lambda * sum_adv L) / ((m - k) + lambda * k)``.
+
+    Data augmentation (training inputs only, images ``(N, C, H, W)`` only; see
+    :mod:`deepmargin.training.augment`):
+        augment: ``"none"`` (default), ``"crop"`` (random shifts of up to ``crop_padding`` pixels
+            in both axes with zero fill, i.e. zero padding plus a random crop), ``"flip"`` (random
+            horizontal flips with probability 1/2) or ``"crop-flip"`` (both, the usual CIFAR-10
+            augmentation). crop_padding: int >= 0 (4).
+
     Numbers may be given as numpy scalars (and lists as numpy arrays or tuples); they are stored as
     plain ``int``/``float``/``list`` so the configuration stays JSON-able.
 
@@ -225,6 +248,14 @@ class TrainConfig:
     eval_batch_size: int = 512
     seed: int = 0
     device: str = "cpu"
+    # adversarial training
+    adv_train: str = "none"
+    adv_eps: float = 0.3
+    adv_ratio: float = 0.5
+    adv_weight: float = 0.3
+    # data augmentation
+    augment: str = "none"
+    crop_padding: int = 4
 
     def __post_init__(self) -> None:
         self._validate()
@@ -336,6 +367,20 @@ class TrainConfig:
         if not _is_int(self.seed) or self.seed < 0:
             raise _err("seed", "an int >= 0", self.seed)
         self.seed = int(self.seed)
+        _choice("adv_train", self.adv_train, ADV_TRAIN)
+        _choice("augment", self.augment, AUGMENTATIONS)
+        self.adv_train, self.augment = str(self.adv_train), str(self.augment)
+        for name in ("adv_eps", "adv_weight"):
+            value = getattr(self, name)
+            if not _is_real(value) or not math.isfinite(value) or value <= 0:
+                raise _err(name, "a float > 0", value)
+            setattr(self, name, float(value))
+        if not _is_real(self.adv_ratio) or not 0 < self.adv_ratio <= 1:
+            raise _err("adv_ratio", "a float in (0, 1]", self.adv_ratio)
+        self.adv_ratio = float(self.adv_ratio)
+        if not _is_int(self.crop_padding) or self.crop_padding < 0:
+            raise _err("crop_padding", "an int >= 0", self.crop_padding)
+        self.crop_padding = int(self.crop_padding)
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain JSON-able values (``inf`` norm written as ``"inf"``)."""
@@ -361,9 +406,23 @@ def _choice(name: str, value: object, choices: Sequence[str]) -> None:
         raise _err(name, f"one of {list(choices)}", value)
 
 
+def _field_defaults() -> dict[str, Any]:
+    """``{field: default}`` of every :class:`TrainConfig` field (a fresh value for factory defaults)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+    return out
+
+
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` with a momentum equal to its optimiser's default written as ``None`` (the same run)."""
-    out = dict(config)
+    """``config`` with every missing field set to its default (configurations written before a field
+    existed, e.g. without ``adv_train``, describe a run with its default) and a momentum equal to
+    its optimiser's default written as ``None`` (the same run)."""
+    out = {k: v for k, v in _field_defaults().items() if k not in config}
+    out.update(config)
     default = DEFAULT_MOMENTUM.get(out.get("optimizer"))  # type: ignore[arg-type]
     if out.get("momentum") is not None and default is not None and out["momentum"] == default:
         out["momentum"] = None
@@ -373,9 +432,19 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], *, ignore: frozenset[str] = RESUME_FREE_KEYS) -> dict[str, tuple[Any, Any]]:
     """``{key: (old, new)}`` for every key whose value differs, except those in ``ignore``.
 
-    A momentum equal to the optimiser's default (:data:`DEFAULT_MOMENTUM`) counts as equal to
-    ``None``: configurations written before the momentum was kept unresolved still match.
+    A key missing from either side counts as the field's default (configurations written by older
+    versions, before e.g. ``adv_train`` or ``augment`` existed, still match), and a momentum equal to
+    the optimiser's default (:data:`DEFAULT_MOMENTUM`) counts as equal to ``None``: configurations
+    written before the momentum was kept unresolved still match. The values reported are the given
+    ones (the default for a missing key).
+
+    Example:
+        >>> old = {k: v for k, v in TrainConfig().to_dict().items() if k != "adv_train"}
+        >>> config_differences(old, TrainConfig().to_dict())
+        {}
+        >>> config_differences(old, TrainConfig(adv_train="fgsm").to_dict())
+        {'adv_train': ('none', 'fgsm')}
     """
     a, b = _comparable(old), _comparable(new)
     keys = (set(a) | set(b)) - set(ignore)
-    return {k: (old.get(k), new.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}
+    return {k: (old.get(k, a.get(k)), new.get(k, b.get(k))) for k in sorted(keys) if a.get(k) != b.get(k)}

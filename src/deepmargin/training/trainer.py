@@ -5,7 +5,9 @@ A run directory holds::
     config.json     the resolved configuration (TrainConfig.to_dict, margin layers filled in)
     metrics.jsonl   one row per epoch (also metrics.csv): epoch, train_loss, train_acc, val_loss,
     metrics.csv     val_acc, test_acc (last epoch only), lr, seconds, plus the grid keys
-                    (dataset, model, loss, label_noise, train_fraction, seed)
+                    (dataset, model, loss, label_noise, train_fraction, seed), then
+                    train_adv_acc (adversarial training: accuracy on the adversarial part of
+                    the batches; None without it)
     last.pt         checkpoint after the last completed epoch (model, optimizer, scheduler)
     best.pt         checkpoint of the epoch with the best validation accuracy (the best training
                     accuracy when there is no validation split, ``val_size=0``)
@@ -21,6 +23,12 @@ as a run started with that count, except with the cosine schedule, whose learnin
 ``epochs`` (refused). The default ``resume=None`` only picks up a run with the same ``epochs``.
 Every epoch reseeds torch, numpy and ``random`` from ``(seed, epoch)`` and shuffles with its own
 generator, so a resumed run gives the same numbers as an uninterrupted one.
+
+Per batch, the training inputs are first augmented (``augment``, :mod:`.augment`), then, with
+``adv_train``, a share ``adv_ratio`` of them is replaced by adversarial examples and the loss
+weighs them by ``adv_weight`` (Kurakin et al. 2016, :mod:`.adversarial`); both draw their random
+numbers from torch's global generator, reseeded every epoch. ``train_loss`` is then the weighted
+loss and ``train_acc`` the accuracy on the batches as fed (clean and adversarial samples).
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ import torch
 from torch import Tensor, nn
 
 from ..models import build_model
+from .adversarial import adversarial_batch
+from .augment import augment_batch, check_augmentable
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RESUME_FREE_KEYS, TrainConfig, config_differences, resolve_device
 from .objective import Objective, build_objective
@@ -56,7 +66,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt"
 #: Columns of ``metrics.csv`` (and keys of every ``metrics.jsonl`` row), in order.
 METRIC_COLUMNS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "lr", "seconds",
-    "dataset", "model", "loss", "label_noise", "train_fraction", "seed",
+    "dataset", "model", "loss", "label_noise", "train_fraction", "seed", "train_adv_acc",
 )
 
 
@@ -233,8 +243,9 @@ def train(
 
     Raises:
         ValueError: the configuration differs from the one of the run being resumed, the
-            loss options do not fit the model/data (e.g. unknown layer names), ``config.device``
-            is not available here, or ``resume=True`` with ``overwrite=True``.
+            loss options do not fit the model/data (e.g. unknown layer names), ``config.augment``
+            is not ``"none"`` for a dataset of non-image inputs, ``config.device`` is not
+            available here, or ``resume=True`` with ``overwrite=True``.
         FileExistsError: ``resume=False`` and ``out_dir`` holds a run, without ``overwrite``.
         FloatingPointError: the training loss became NaN or infinite.
 
@@ -256,6 +267,7 @@ def train(
         )
     device = resolve_device(config.device)
     bundle = data if data is not None else _load_data(config)
+    check_augmentable(bundle.input_shape, config.augment, dataset=f"dataset {bundle.name!r}")
 
     model, model_kwargs = init_model(config, bundle)
     model.to(device)
@@ -297,6 +309,8 @@ def train(
             start_epoch = int(ckpt["epoch"])
             meta = ckpt["metrics"]
             history = [dict(r) for r in meta.get("history", [])][:start_epoch]
+            for r in history:  # rows of runs written before the column existed
+                r.setdefault("train_adv_acc", None)
             best_epoch = int(meta.get("best_epoch", 0))
             best_val_acc = meta.get("best_val_acc")
             best_score = float(meta.get("best_score", -math.inf))
@@ -326,6 +340,13 @@ def train(
         "training %s on %s (%d train / %d val / %d test) with loss %s for %d epochs",
         config.model, bundle.name, n_train, len(y_val), len(y_test), objective, config.epochs,
     )
+    if config.adv_train != "none":
+        logger.log(
+            level, "adversarial training (%s): %.0f%% of each batch, eps ~ |N(0, %g^2)| on [0, %g], weight %g",
+            config.adv_train, 100 * config.adv_ratio, config.adv_eps / 2, config.adv_eps, config.adv_weight,
+        )
+    if config.augment != "none":
+        logger.log(level, "augmentation %s (crop padding %d)", config.augment, config.crop_padding)
 
     for epoch in range(start_epoch + 1, config.epochs + 1):
         seed_everything(derive_seed(config.seed, epoch))
@@ -334,12 +355,24 @@ def train(
         model.train()
         tic = time.perf_counter()
         total_loss, correct, seen = 0.0, 0, 0
+        adv_correct, adv_seen = 0, 0
         num_batches = math.ceil(n_train / config.batch_size)
         bar = _progress_bar(num_batches, f"epoch {epoch}/{config.epochs}", show)
         for idx in _batches(n_train, config.batch_size, generator):
             idx = idx.to(device)
             xb, yb = x_train[idx], y_train[idx]
-            loss, logits = objective(xb, yb)
+            if config.augment != "none":
+                xb = augment_batch(xb, config.augment, config.crop_padding)
+            if config.adv_train != "none":
+                adv = adversarial_batch(
+                    objective, model, xb, yb, method=config.adv_train, eps_max=config.adv_eps,
+                    ratio=config.adv_ratio, weight=config.adv_weight, bounds=bundle.bounds,
+                )
+                loss, logits = adv.loss, adv.logits
+                adv_correct += (logits[adv.adv_mask].argmax(dim=1) == yb[adv.adv_mask]).sum().item()
+                adv_seen += adv.n_adv
+            else:
+                loss, logits = objective(xb, yb)
             value = loss.item()
             if not math.isfinite(value):
                 raise FloatingPointError(
@@ -381,6 +414,7 @@ def train(
             "label_noise": config.label_noise,
             "train_fraction": config.train_fraction,
             "seed": config.seed,
+            "train_adv_acc": adv_correct / adv_seen if adv_seen else None,
         }
         history.append(row)
         score = row[selected_by]
@@ -390,8 +424,9 @@ def train(
             best_state = copy.deepcopy(model.state_dict())
         logger.log(
             level,
-            "epoch %d/%d: train loss %.4f acc %.4f, val acc %s, %.1fs",
+            "epoch %d/%d: train loss %.4f acc %.4f%s, val acc %s, %.1fs",
             epoch, config.epochs, row["train_loss"], row["train_acc"],
+            "" if row["train_adv_acc"] is None else f" (adversarial {row['train_adv_acc']:.4f})",
             "n/a" if row["val_acc"] is None else f"{row['val_acc']:.4f}", seconds,
         )
         if out is not None:
