@@ -38,6 +38,29 @@ nonneg_float = _number_type(float, lambda v: math.isfinite(v) and v >= 0, "a fin
                             "a finite float >= 0")
 
 
+def dataset_arg(text: str) -> str:
+    """argparse type: a built-in dataset name (any case; returned in lower case) or a path ending in ``.npz``.
+
+    A path is returned exactly as given (relative paths stay relative to the current directory);
+    whether the file exists and is well formed is checked when the dataset is loaded.
+
+    Example:
+        >>> dataset_arg("Digits"), dataset_arg("data/mine.npz")
+        ('digits', 'data/mine.npz')
+    """
+    from ..data import DATASETS, is_npz_path
+
+    if is_npz_path(text):
+        return text
+    key = text.strip().lower()
+    if key not in DATASETS:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r}; must be one of {list(DATASETS)} or a path to a .npz file. "
+            f"Got {text!r} instead."
+        )
+    return key
+
+
 _NORMS = {"inf": "linf", "linf": "linf", "l_inf": "linf", "2": "l2", "l2": "l2"}
 
 
@@ -86,7 +109,9 @@ def load_test_split(
     The dataset is the one every checkpoint records in ``config['dataset']`` (they must agree);
     its other settings (``data_root``, ``seed``, toy ``n_samples`` and ``data_noise``) come from
     the first checkpoint. Each checkpoint's model must take the dataset's input shape and
-    number of classes.
+    number of classes. A dataset that is a ``.npz`` file is read from the path the checkpoint
+    records, exactly as it was given to ``train`` (a relative path is relative to the current
+    directory), with the file's bounds (or ``(0, 1)`` / unbounded as inferred from its inputs).
 
     Args:
         metas: ``{model name: checkpoint metadata}`` from ``load_model``.

@@ -14,11 +14,11 @@ HELP = "test accuracy and per-layer linearised margins of a checkpoint"
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``evaluate`` subcommand."""
-    from ..data import DATASETS
+    from ._common import dataset_arg
 
     p = subparsers.add_parser("evaluate", help=HELP, description=HELP + " (Elsayed et al. 2018, eq. 7).")
     p.add_argument("checkpoint", type=Path, help="checkpoint file (a run's best.pt or last.pt)")
-    p.add_argument("--data", "--dataset", dest="dataset", choices=DATASETS,
+    p.add_argument("--data", "--dataset", dest="dataset", type=dataset_arg, metavar="NAME|FILE.npz",
                    help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--data-root", help="folder with the dataset files (default: the checkpoint's)")
     p.add_argument("--split", choices=("test", "val", "train"), default="test",

@@ -8,7 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._common import nonneg_float, positive_float, positive_int, print_layer_table, unit_float
+from ._common import _number_type, dataset_arg, nonneg_float, positive_float, positive_int, print_layer_table, unit_float
+
+_ratio_float = _number_type(float, lambda v: 0.0 < v <= 1.0, "a float in (0, 1]", "ratio_float", "a float in (0, 1]")
+_nonneg_int = _number_type(int, lambda v: v >= 0, "an int >= 0", "nonneg_int", "an int >= 0")
 
 HELP = "train a model (cross-entropy, hinge or large margin); writes metrics and checkpoints to --out"
 
@@ -17,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register the ``train`` subcommand."""
     from ..data import DATASETS
     from ..models import MODELS
-    from ..training.config import AGGREGATIONS, LOSSES, LR_SCHEDULES, OPTIMIZERS, SCORES
+    from ..training.config import ADV_TRAIN, AGGREGATIONS, AUGMENTATIONS, LOSSES, LR_SCHEDULES, OPTIMIZERS, SCORES
 
     p = subparsers.add_parser(
         "train",
@@ -36,7 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--list-layers", action="store_true", help="print the model's layer names and shapes, then exit")
 
     g = p.add_argument_group("data")
-    g.add_argument("--data", "--dataset", dest="dataset", choices=DATASETS, help="dataset (default digits)")
+    g.add_argument("--data", "--dataset", dest="dataset", type=dataset_arg, metavar="NAME|FILE.npz",
+                   help=f"dataset: one of {', '.join(DATASETS)}, or a .npz file with x_train, y_train, x_test, y_test "
+                   "(optional x_val, y_val, bounds, classes) (default digits)")
     g.add_argument("--data-root", help="folder with the MNIST/Fashion-MNIST/CIFAR-10 files")
     g.add_argument("--val-size", type=unit_float, help="validation fraction of the training set")
     g.add_argument("--train-fraction", type=positive_float, help="fraction of the training set used, in (0, 1]")
@@ -89,6 +94,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default cpu)")
     g.add_argument("--threads", type=positive_int,
                    help="torch CPU threads (default: torch's choice; 1 is often fastest for the small models)")
+
+    g = p.add_argument_group(
+        "adversarial training",
+        "Kurakin et al. (2016): in each batch a random share --adv-ratio of the samples is replaced by one-step "
+        "adversarial examples of the current model (crafted with its predicted labels, eps drawn per sample from "
+        "|N(0, (E/2)^2)| truncated to [0, E]), weighted by --adv-weight in the loss; works with every --loss",
+    )
+    g.add_argument("--adv-train", choices=ADV_TRAIN, help="one-step attack used to craft the examples, or none")
+    g.add_argument("--adv-eps", type=positive_float, metavar="E", help="largest epsilon, in input units")
+    g.add_argument("--adv-ratio", type=_ratio_float, metavar="R", help="share of each batch replaced, in (0, 1]")
+    g.add_argument("--adv-weight", type=positive_float, metavar="W",
+                   help="weight lambda of the adversarial examples in the loss, > 0")
+
+    g = p.add_argument_group("augmentation", "random changes of the training images (image datasets only)")
+    g.add_argument("--augment", choices=AUGMENTATIONS,
+                   help="crop: random shifts with zero fill (zero padding + random crop); flip: random horizontal "
+                   "flips; crop-flip: both (the usual CIFAR-10 augmentation)")
+    g.add_argument("--crop-padding", type=_nonneg_int, metavar="P", help="largest shift of crop, in pixels")
     _add_default_help(p)
     return p
 
@@ -211,7 +234,10 @@ def run(args: argparse.Namespace) -> int:
                             **config.model_kwargs)
         print_layer_table(model, bundle.input_shape)
         return 0
-    out = args.out or Path("runs") / f"{config.dataset}-{config.model}-{config.loss}-seed{config.seed}"
+    from ..data import is_npz_path
+
+    data_name = Path(config.dataset).stem if is_npz_path(config.dataset) else config.dataset
+    out = args.out or Path("runs") / f"{data_name}-{config.model}-{config.loss}-seed{config.seed}"
     result = train(config, out, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
     last = result.history[-1] if result.history else {}
     print(f"run directory     {out}")

@@ -1,4 +1,5 @@
-"""Datasets read from local files (MNIST IDX, CIFAR pickles), the bundled digits, 2-D toy sets, label noise and subsets.
+"""Datasets read from local files (MNIST IDX, CIFAR pickles, the user's own .npz files), the bundled digits,
+2-D toy sets, label noise and subsets.
 
 Example:
     >>> from deepmargin.data import load_dataset, make_loader
@@ -13,6 +14,7 @@ from .errors import DatasetFileError
 from .files import CIFAR10_FILES, IDX_FILES, read_cifar10_batch, read_idx
 from .loaders import make_loader
 from .noise import corrupt_labels
+from .npz import NPZ_OPTIONAL_KEYS, NPZ_REQUIRED_KEYS, NpzDataset, NpzFileNotFoundError, is_npz_path, read_npz_dataset
 from .splits import stratified_order, stratified_split, subsample
 from .toy import make_moons, make_spirals
 from .types import DataBundle, Split
@@ -24,17 +26,23 @@ __all__ = [
     "DIGITS_TEST_FRACTION",
     "DIGITS_TEST_SEED",
     "IDX_FILES",
+    "NPZ_OPTIONAL_KEYS",
+    "NPZ_REQUIRED_KEYS",
     "TOY_DEFAULTS",
     "DataBundle",
     "DatasetFileError",
+    "NpzDataset",
+    "NpzFileNotFoundError",
     "Split",
     "corrupt_labels",
+    "is_npz_path",
     "load_dataset",
     "make_loader",
     "make_moons",
     "make_spirals",
     "read_cifar10_batch",
     "read_idx",
+    "read_npz_dataset",
     "stratified_order",
     "stratified_split",
     "subsample",

@@ -1,4 +1,4 @@
-"""``load_dataset``: the built-in datasets, split, subsampled and label-noised reproducibly."""
+"""``load_dataset``: the built-in datasets and ``.npz`` files, split, subsampled and label-noised reproducibly."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from .files import (
     read_idx_labels,
 )
 from .noise import corrupt_labels
+from .npz import is_npz_path, read_npz_dataset
 from .splits import stratified_split, subsample
 from .toy import make_moons, make_spirals
 from .types import DataBundle, Split
@@ -44,7 +45,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Names accepted by :func:`load_dataset`.
+#: Names of the built-in datasets accepted by :func:`load_dataset` (which also takes a path to a
+#: ``.npz`` file, see :func:`deepmargin.data.read_npz_dataset`).
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "moons", "spirals")
 #: Environment variable giving the data root when ``root=None``.
 DATA_ENV_VAR = "DEEPMARGIN_DATA"
@@ -94,7 +96,8 @@ _CIFAR_HOW = (
 
 @dataclass
 class _Raw:
-    """A dataset before the seeded pipeline: the training pool and the fixed test set."""
+    """A dataset before the seeded pipeline: the training pool and the fixed test set (and, for
+    ``.npz`` files that have one, the fixed validation split)."""
 
     pool: Split
     test: Split
@@ -103,15 +106,20 @@ class _Raw:
     bounds: tuple[float, float] | None
     classes: tuple[str, ...]
     info: dict[str, Any] = field(default_factory=dict)
+    val: Split | None = None
 
 
 def _canonical_name(name: object) -> str:
     if not isinstance(name, str):
-        raise TypeError(f"The 'name' parameter of load_dataset must be a str in {DATASETS}. Got {name!r} instead.")
+        raise TypeError(
+            f"The 'name' parameter of load_dataset must be a str in {DATASETS} or a path to a .npz file. Got {name!r} instead."
+        )
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
-        raise ValueError(f"The 'name' parameter of load_dataset must be a str in {DATASETS}. Got {name!r} instead.")
+        raise ValueError(
+            f"The 'name' parameter of load_dataset must be a str in {DATASETS} or a path to a .npz file. Got {name!r} instead."
+        )
     return key
 
 
@@ -186,6 +194,21 @@ def _load_cifar10(root: Path) -> _Raw:
     return _Raw(pool, test, 10, (3, 32, 32), (0.0, 1.0), _CIFAR10_NAMES, info)
 
 
+def _load_npz(path: str) -> _Raw:
+    data = read_npz_dataset(path)
+    info = {
+        "file": str(data.path),
+        "val_from_file": data.val is not None,
+        "bounds_from_file": data.bounds_from_file,
+    }
+    return _Raw(data.train, data.test, data.num_classes, data.input_shape, data.bounds, data.classes, info, val=data.val)
+
+
+def _npz_label(path: str) -> str:
+    """A short readable name of an ``.npz`` dataset: the file name without ``.npz``."""
+    return Path(path).name[: -len(".npz")] or Path(path).name
+
+
 def _fixed_toy_seed(stage: int) -> int:
     """Seeds of the fixed toy test set and reference draw, from a stream that no run seed reaches
     (three entropy words, where a run's stages use two: ``derive_seed(seed, stage)``)."""
@@ -248,8 +271,12 @@ def load_dataset(
        ``digits`` is scikit-learn's bundled 8x8 digits with a fixed stratified 20% test split
        (seed ``DIGITS_TEST_SEED``, independent of ``seed``); ``moons``/``spirals`` draw a pool
        of ``n_samples`` points with ``seed`` and a fixed test set of ``n_samples`` points,
-       standardised with the mean/std of a fixed 10,000-point reference draw.
-    2. Hold out a stratified validation split of ``val_size`` (fraction or count) from the pool.
+       standardised with the mean/std of a fixed 10,000-point reference draw. A ``.npz`` file
+       (:func:`~deepmargin.data.read_npz_dataset`) gives the pool ``x_train``/``y_train`` and
+       the test set ``x_test``/``y_test``.
+    2. Hold out a stratified validation split of ``val_size`` (fraction or count) from the pool;
+       a ``.npz`` file with ``x_val``/``y_val`` gives the validation split instead (then
+       ``val_size`` is ignored and ``info["val_from_file"]`` is ``True``).
     3. Keep a stratified ``train_fraction`` of the rest (:func:`subsample`): the subset depends
        only on ``(seed, train_fraction)``, so every loss sees the same samples, and smaller
        fractions are nested in larger ones for the same seed.
@@ -257,8 +284,11 @@ def load_dataset(
        validation and test labels stay clean.
 
     Args:
-        name: one of ``DATASETS`` (case-insensitive; ``fashion_mnist`` and ``cifar-10`` work too).
+        name: one of ``DATASETS`` (case-insensitive; ``fashion_mnist`` and ``cifar-10`` work too),
+            or the path of a ``.npz`` file (any str or path ending in ``.npz``, in any case; a
+            relative path is taken relative to the current directory, not to ``root``).
         root: data directory for the file datasets; ``None`` means ``$DEEPMARGIN_DATA``.
+            Not used for ``.npz`` files.
             Searched: ``root/MNIST/raw``, ``root/mnist``, ``root`` (MNIST);
             ``root/FashionMNIST/raw``, ``root/fashion-mnist``, ``root`` (Fashion-MNIST);
             ``root/cifar-10-batches-py``, ``root/cifar10``, ``root`` (CIFAR-10).
@@ -273,11 +303,17 @@ def load_dataset(
     Returns:
         A :class:`DataBundle`. Images are float32 in ``[0, 1]`` with ``bounds=(0.0, 1.0)``;
         toy inputs are float32 ``(N, 2)`` with ``bounds=None``. ``info`` records the arguments,
-        ``n_flipped``, ``sizes`` and (for file datasets) ``root`` and ``files``.
+        ``n_flipped``, ``sizes`` and (for file datasets) ``root`` and ``files``. For a ``.npz``
+        file, ``name`` is the file name without ``.npz`` (e.g. ``"mine"``), ``info["dataset"]``
+        the path as given, ``info["file"]`` its absolute path, ``info["val_from_file"]`` and
+        ``info["bounds_from_file"]`` say where the validation split and the bounds came from,
+        and ``bounds`` is the file's ``bounds``, else ``(0.0, 1.0)`` when every input lies in
+        ``[0, 1]``, else ``None``.
 
     Raises:
         ValueError: unknown name or bad argument.
-        DatasetFileError: missing, unreadable or corrupt dataset files.
+        DatasetFileError: missing, unreadable or corrupt dataset files, or a malformed ``.npz``
+            file (a missing ``.npz`` file raises a subclass that is also a ``FileNotFoundError``).
 
     Example:
         >>> bundle = load_dataset("digits", train_fraction=0.5, label_noise=0.2, seed=1)
@@ -288,7 +324,8 @@ def load_dataset(
         Elsayed et al., "Large Margin Deep Networks for Classification", NeurIPS 2018,
         Sec. 4.2 (validation hold-out, noisy labels, reduced training sets).
     """
-    name = _canonical_name(name)
+    npz_path = os.fspath(name) if is_npz_path(name) else None
+    name = npz_path if npz_path is not None else _canonical_name(name)
     val_size = _check_val_size(val_size)
     train_fraction = check_fraction(train_fraction, name="train_fraction", owner="load_dataset", low_open=True, high_open=False)
     label_noise = check_fraction(label_noise, name="label_noise", owner="load_dataset", low_open=False, high_open=False)
@@ -307,7 +344,9 @@ def load_dataset(
         if noise is not None and not is_nonnegative_real(noise):
             raise ValueError(f"The 'noise' parameter of load_dataset must be a float >= 0 or None. Got {noise!r} instead.")
 
-    if name == "digits":
+    if npz_path is not None:
+        raw = _load_npz(npz_path)
+    elif name == "digits":
         raw = _load_digits()
     elif name in ("mnist", "fashion-mnist"):
         raw = _load_idx(name, _resolve_root(name, root))
@@ -317,12 +356,14 @@ def load_dataset(
         raw = _load_toy(name, None if n_samples is None else int(n_samples), None if noise is None else float(noise), seed)
 
     n_pool = len(raw.pool)
-    if is_int(val_size) and val_size >= n_pool:
+    if raw.val is None and is_int(val_size) and val_size >= n_pool:
         raise ValueError(
             f"The 'val_size' parameter of load_dataset must be smaller than the {n_pool} training samples "
             f"of {name!r}. Got {val_size!r} instead."
         )
-    if val_size == 0:
+    if raw.val is not None:
+        train, val = raw.pool, raw.val
+    elif val_size == 0:
         train, val = raw.pool, raw.pool.take(torch.empty(0, dtype=torch.int64))
     else:
         train, val = stratified_split(raw.pool, val_size, seed=derive_seed(seed, _STAGE_VAL))
@@ -353,7 +394,7 @@ def load_dataset(
         name, len(train), len(val), len(raw.test), train_fraction, label_noise, n_flipped, seed,
     )
     return DataBundle(
-        name=name,
+        name=_npz_label(npz_path) if npz_path is not None else name,
         train=train,
         val=val,
         test=raw.test,

@@ -72,7 +72,7 @@ class DataBundle:
     """A loaded dataset: train/val/test splits plus the metadata needed to use them.
 
     Args:
-        name: canonical dataset name (one of ``DATASETS``).
+        name: canonical dataset name (one of ``DATASETS``), or the file stem of a user's .npz file.
         train: training split, after the validation split, ``train_fraction`` subsampling and
             label noise.
         val: validation split (clean labels).
