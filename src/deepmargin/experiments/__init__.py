@@ -1,5 +1,45 @@
-"""Studies assembled from the library: the demo and the paper's sweeps."""
+"""Studies assembled from the library: the demo and the paper's studies (noisy labels, limited data, adversarial).
+
+Example:
+    >>> from deepmargin.experiments import StudyOptions, run_study
+    >>> result = run_study(StudyOptions(studies=("noisy-labels",), seeds=(0,)), "runs/noisy")  # doctest: +SKIP
+"""
 
 from .demo import QUICK_SETTINGS, DemoResult, DemoSettings, demo_configs, run_demo
+from .engine import StudyResult, assign_shards, collect_rows, parse_shard, run_study, usable_cpus
+from .presets import ADVERSARIAL_LOSSES, PAPER_LOSSES, PRESETS, Preset, load_preset_file
+from .protocol import GRIDS, PROTOCOLS, Protocol, protocol_for, resolve_grid
+from .studies import DEFAULT_LOSSES, ROW_COLUMNS, STUDIES, Cell, Plan, StudyOptions, build_plan, select_runs, study_rows
 
-__all__ = ["QUICK_SETTINGS", "DemoResult", "DemoSettings", "demo_configs", "run_demo"]
+__all__ = [
+    "ADVERSARIAL_LOSSES",
+    "DEFAULT_LOSSES",
+    "GRIDS",
+    "PAPER_LOSSES",
+    "PRESETS",
+    "PROTOCOLS",
+    "QUICK_SETTINGS",
+    "ROW_COLUMNS",
+    "STUDIES",
+    "Cell",
+    "DemoResult",
+    "DemoSettings",
+    "Plan",
+    "Preset",
+    "Protocol",
+    "StudyOptions",
+    "StudyResult",
+    "assign_shards",
+    "build_plan",
+    "collect_rows",
+    "demo_configs",
+    "load_preset_file",
+    "parse_shard",
+    "protocol_for",
+    "resolve_grid",
+    "run_demo",
+    "run_study",
+    "select_runs",
+    "study_rows",
+    "usable_cpus",
+]

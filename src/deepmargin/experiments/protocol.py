@@ -1,0 +1,304 @@
+"""The studies' protocol per dataset (architecture, optimisation, study settings) and the hyperparameter grids.
+
+Elsayed et al. (2018), Sec. 4.2: every model gets a hyperparameter search "with and without
+dropout, with and without weight decay and different values of gamma for the margin model (same
+value for all layers where margin is applied)", over "stochastic gradient descent with momentum,
+and RMSProp", chosen on a held-out validation split (5,000 of MNIST's 60,000 images; 10% on
+CIFAR-10). The test split is only ever used to report the chosen models.
+
+A grid maps a *family* -- ``"margin"`` (presets of the large-margin loss), ``"default"`` (all
+others) or a preset name (which then takes precedence) -- to dimensions, each a list of values
+tried in a cartesian product::
+
+    {"margin":  {"gamma": {"1": [1.5, 4.5], "2": [0.6, 1.8], "inf": [0.1, 0.3]}, "dropout": [0.0, 0.5]},
+     "default": {"dropout": [0.0, 0.5]}}
+
+Dimensions are TrainConfig fields, plus ``dropout`` (the model's dropout option, skipped for a
+model that has none) and ``gamma`` given per norm (keys ``"1"``, ``"2"``, ``"inf"``) or as one
+list. An ``optimizer`` dimension takes the protocol's learning rate of that optimiser unless
+``lr`` is a dimension too. Grid values override the preset's own fields.
+
+Built-in grids (:func:`resolve_grid`):
+
+- ``"none"``: each preset with the protocol's defaults (gamma = the dataset's base value for the
+  norm, no dropout, no weight decay, SGD with momentum for cross-entropy/hinge and RMSProp for
+  the margin models, the optimisers the paper ended up with on MNIST);
+- ``"reduced"`` (the default): gamma in {1, 3} x the base value and dropout {0, 0.5} for the
+  margin models, dropout {0, 0.5} for the others, optimisers as in ``"none"``;
+- ``"paper"``: gamma in {0.5, 1, 2, 4} x the base value, dropout {0, 0.5}, weight decay {0, wd},
+  SGD with momentum vs RMSProp, for every model.
+
+The base gammas are about the median linearised input distance (in that norm) of a cross-entropy
+model on the dataset, measured once (digits: l_1 1.46, l_2 0.59, l_inf 0.10 for the digits CNN),
+so the grid brackets the margins the data has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "GRIDS",
+    "Protocol",
+    "PROTOCOLS",
+    "expand_grid",
+    "hp_tag",
+    "protocol_for",
+    "resolve_grid",
+]
+
+#: Names of the built-in grids.
+GRIDS: tuple[str, ...] = ("reduced", "paper", "none")
+
+_NORM_KEYS = ("1", "2", "inf")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Training and study settings of one dataset.
+
+    Args:
+        dataset: the dataset name (or ``"generic"`` for a user's .npz and the toy sets).
+        model, model_kwargs: architecture of every model.
+        epochs: epochs of a full-data run (``--epochs`` overrides).
+        batch_size, val_size: as in TrainConfig (``val_size`` a fraction or a count).
+        lr: learning rate per optimiser.
+        optimizer: optimiser per family (``"default"``, ``"margin"``) when the grid does not search it.
+        lr_schedule, lr_decay: learning-rate schedule of every run.
+        weight_decay: the "with weight decay" value of the grid.
+        dropout: the "with dropout" value of the grid.
+        augment: data augmentation of every run (TrainConfig ``augment``).
+        gamma_base: margin per norm (keys ``"1"``, ``"2"``, ``"inf"``); the grids are multiples of it.
+        adv_eps: largest FGSM epsilon of adversarial training.
+        noise_levels: label-noise fractions of the noisy-labels study.
+        fractions: training-set fractions of the limited-data study.
+        max_epoch_scale: limited-data runs train ``epochs * min(1 / fraction, max_epoch_scale)``
+            epochs, so a small training set gets (about) as many optimisation steps as the full one.
+        eps: l_inf radii of the FGSM/IFGSM curves (0 gives the clean accuracy).
+        noise_std, snr_db: Gaussian-noise levels (standard deviations; SNRs in dB).
+    """
+
+    dataset: str
+    model: str
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    epochs: int = 15
+    batch_size: int = 64
+    val_size: float | int = 0.2
+    lr: Mapping[str, float] = field(default_factory=lambda: {"sgd": 0.05, "rmsprop": 1e-3, "adam": 1e-3})
+    optimizer: Mapping[str, str] = field(default_factory=lambda: {"default": "sgd", "margin": "rmsprop"})
+    lr_schedule: str = "none"
+    lr_decay: float = 0.1
+    weight_decay: float = 5e-4
+    dropout: float = 0.5
+    augment: str = "none"
+    gamma_base: Mapping[str, float] = field(default_factory=lambda: {"1": 1.5, "2": 0.6, "inf": 0.1})
+    adv_eps: float = 0.1
+    noise_levels: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)
+    fractions: tuple[float, ...] = (1.0, 0.5, 0.2, 0.1, 0.05)
+    max_epoch_scale: float = 20.0
+    eps: tuple[float, ...] = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
+    noise_std: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5)
+    snr_db: tuple[float, ...] = (40.0, 33.0, 25.0, 20.0, 15.0, 10.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form."""
+        out = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v) for k, v in out.items()}
+
+
+#: Protocols of the built-in datasets. digits: 1,437 training images, 20% of them held out for
+#: validation (288; 10% would leave a coarse 144-image validation set), fractions down to 5%
+#: (57 images, the scale of the paper's 68 MNIST images). MNIST / Fashion-MNIST: the paper's
+#: network and 5,000 validation images. CIFAR-10: a wide residual network with crop+flip
+#: augmentation and 10% validation, as in Sec. 4.3 (WRN-16-4 here; the paper's is deeper).
+PROTOCOLS: dict[str, Protocol] = {
+    "digits": Protocol("digits", "digits_cnn"),
+    "mnist": Protocol(
+        "mnist", "mnist_cnn", epochs=20, batch_size=128, val_size=5000,
+        lr={"sgd": 0.01, "rmsprop": 1e-3, "adam": 1e-3}, lr_schedule="exponential", lr_decay=0.95,
+        gamma_base={"1": 15.0, "2": 2.0, "inf": 0.1}, adv_eps=0.3,
+        fractions=(1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.0025, 0.00125), max_epoch_scale=50.0,
+        eps=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
+    ),
+    "fashion-mnist": Protocol(
+        "fashion-mnist", "mnist_cnn", epochs=20, batch_size=128, val_size=5000,
+        lr={"sgd": 0.01, "rmsprop": 1e-3, "adam": 1e-3}, lr_schedule="exponential", lr_decay=0.95,
+        gamma_base={"1": 10.0, "2": 1.0, "inf": 0.05}, adv_eps=0.1,
+        fractions=(1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005), max_epoch_scale=50.0,
+        eps=(0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2),
+    ),
+    "cifar10": Protocol(
+        "cifar10", "wrn", {"depth": 16, "width": 4}, epochs=60, batch_size=128, val_size=0.1,
+        lr={"sgd": 0.1, "rmsprop": 1e-3, "adam": 1e-3}, lr_schedule="cosine", augment="crop-flip",
+        dropout=0.3, gamma_base={"1": 20.0, "2": 1.0, "inf": 0.02}, adv_eps=8 / 255,
+        fractions=(1.0, 0.5, 0.2, 0.1, 0.05, 0.01), max_epoch_scale=20.0,
+        eps=(0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1), noise_std=(0.0, 0.02, 0.05, 0.1, 0.2),
+        snr_db=(40.0, 33.0, 25.0, 20.0, 15.0),
+    ),
+}
+
+
+def protocol_for(dataset: str, *, input_shape: Sequence[int] | None = None) -> Protocol:
+    """The protocol of a built-in dataset, or a generic one for a .npz file or a toy set.
+
+    The generic protocol takes the digits settings with an architecture chosen from the input
+    shape: ``mlp`` for vectors, ``digits_cnn`` for images smaller than 16 pixels a side,
+    ``mnist_cnn`` otherwise; the base gammas scale with the input dimension ``d`` as the digits
+    ones do (l_2 with sqrt(d / 64), l_1 with d / 64).
+    """
+    if dataset in PROTOCOLS:
+        return PROTOCOLS[dataset]
+    shape = tuple(input_shape or ())
+    if len(shape) <= 1:
+        model = "mlp"
+    elif min(shape[-2:]) < 16:
+        model = "digits_cnn"
+    else:
+        model = "mnist_cnn"
+    d = math.prod(shape) if shape else 64
+    gamma = {"1": round(1.5 * d / 64, 4), "2": round(0.6 * math.sqrt(d / 64), 4), "inf": 0.1}
+    return dataclasses.replace(PROTOCOLS["digits"], dataset="generic", model=model, gamma_base=gamma)
+
+
+def _builtin_grid(name: str, protocol: Protocol) -> dict[str, dict[str, Any]]:
+    def gammas(multipliers: Sequence[float]) -> dict[str, list[float]]:
+        return {k: [round(m * protocol.gamma_base[k], 6) for m in multipliers] for k in _NORM_KEYS}
+
+    if name == "none":
+        return {"margin": {"gamma": gammas([1.0])}, "default": {}}
+    if name == "reduced":
+        return {
+            "margin": {"gamma": gammas([1.0, 3.0]), "dropout": [0.0, protocol.dropout]},
+            "default": {"dropout": [0.0, protocol.dropout]},
+        }
+    common = {"dropout": [0.0, protocol.dropout], "weight_decay": [0.0, protocol.weight_decay], "optimizer": ["sgd", "rmsprop"]}
+    return {"margin": {"gamma": gammas([0.5, 1.0, 2.0, 4.0]), **common}, "default": dict(common)}
+
+
+def resolve_grid(grid: str | os.PathLike[str] | Mapping[str, Any], protocol: Protocol) -> dict[str, dict[str, Any]]:
+    """The grid as plain data: a built-in name (:data:`GRIDS`), a JSON file, or a mapping.
+
+    Raises:
+        ValueError: an unknown name, a file that is not a JSON object of families, a dimension
+            that is not a non-empty list (or, for ``gamma``, a mapping of norms to lists).
+    """
+    source = "the grid"
+    if isinstance(grid, str) and grid in GRIDS:
+        return _builtin_grid(grid, protocol)
+    if isinstance(grid, (str, os.PathLike)):
+        path = Path(grid)
+        source = f"the grid file {str(path)!r}"
+        if path.suffix.lower() != ".json" and not path.exists():
+            raise ValueError(f"The 'grid' parameter must be one of {list(GRIDS)} or a JSON file. Got {str(grid)!r} instead.")
+        if not path.is_file():
+            raise FileNotFoundError(f"The grid file {str(path)!r} does not exist.")
+        try:
+            grid = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"The grid file {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(grid, Mapping):
+        raise ValueError(f"{source.capitalize()} must be a JSON object of families -> dimensions. Got {type(grid).__name__} instead.")
+    out: dict[str, dict[str, Any]] = {}
+    for family, dims in grid.items():
+        if not isinstance(dims, Mapping):
+            raise ValueError(f"Family {family!r} of {source} must map dimension names to lists of values. Got {dims!r} instead.")
+        clean: dict[str, Any] = {}
+        for dim, values in dims.items():
+            if dim == "gamma" and isinstance(values, Mapping):
+                per_norm = {}
+                for norm, vals in values.items():
+                    key = _norm_key(norm)
+                    if key is None or not _nonempty_list(vals):
+                        raise ValueError(
+                            f"The 'gamma' dimension of family {family!r} in {source} must map norms ('1', '2', 'inf') to "
+                            f"non-empty lists. Got {norm!r}: {vals!r} instead."
+                        )
+                    per_norm[key] = list(vals)
+                clean[dim] = per_norm
+            elif _nonempty_list(values):
+                clean[dim] = list(values)
+            else:
+                raise ValueError(
+                    f"The dimension {dim!r} of family {family!r} in {source} must be a non-empty list of values. Got {values!r} instead."
+                )
+        out[str(family)] = clean
+    out.setdefault("default", {})
+    return out
+
+
+def _nonempty_list(values: Any) -> bool:
+    return isinstance(values, list) and len(values) > 0
+
+
+def _norm_key(norm: Any) -> str | None:
+    text = str(norm).strip().lower()
+    if text in ("inf", "linf", "infinity"):
+        return "inf"
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return "inf" if math.isinf(value) else f"{value:g}"
+
+
+def expand_grid(
+    grid: Mapping[str, Mapping[str, Any]], preset: str, family: str, norm: Any
+) -> list[dict[str, Any]]:
+    """The hyperparameter combinations of one preset, in grid order (the first is the default on ties).
+
+    ``gamma`` given per norm takes the list of the preset's ``norm``; a preset's own entry of the
+    grid replaces its family's.
+
+    Example:
+        >>> expand_grid({"margin": {"gamma": {"2": [1, 2]}, "dropout": [0, 0.5]}}, "margin-l2", "margin", 2.0)
+        [{'gamma': 1, 'dropout': 0}, {'gamma': 1, 'dropout': 0.5}, {'gamma': 2, 'dropout': 0}, {'gamma': 2, 'dropout': 0.5}]
+    """
+    dims = grid.get(preset, grid.get(family, {}))
+    names, lists = [], []
+    for dim, values in dims.items():
+        if dim == "gamma":
+            if family != "margin":
+                continue
+            if isinstance(values, Mapping):
+                key = _norm_key(norm)
+                if key not in values:
+                    raise ValueError(
+                        f"The grid's 'gamma' dimension must give values for norm {key!r} (preset {preset!r}). "
+                        f"Got norms {sorted(values)} instead."
+                    )
+                values = values[key]
+        names.append(dim)
+        lists.append(list(values))
+    return [dict(zip(names, combo)) for combo in itertools.product(*lists)] or [{}]
+
+
+def hp_tag(hp: Mapping[str, Any]) -> str:
+    """A short, file-name-safe label of a hyperparameter combination (``"default"`` when empty).
+
+    Example:
+        >>> hp_tag({"gamma": 0.6, "dropout": 0.5, "optimizer": "rmsprop"})
+        'gamma0.6-dropout0.5-rmsprop'
+    """
+    if not hp:
+        return "default"
+    parts = []
+    for key, value in hp.items():
+        if key == "optimizer":
+            parts.append(str(value))
+        elif isinstance(value, float):
+            parts.append(f"{_short(key)}{value:g}")
+        else:
+            parts.append(f"{_short(key)}{json.dumps(value, separators=(',', ':')).strip(chr(34))}")
+    return "-".join(parts).replace("/", "_").replace(" ", "")
+
+
+def _short(key: str) -> str:
+    return {"weight_decay": "wd", "learning_rate": "lr"}.get(key, key)

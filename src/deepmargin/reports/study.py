@@ -1,0 +1,526 @@
+"""The studies' report: tables, the paper's figures redrawn from ``rows.jsonl``, verdicts, the paper's numbers.
+
+``write_report(DIR)`` writes ``DIR/report.md`` (figures in ``DIR/figures/``) and
+``DIR/report.html`` (the same, with the figures embedded, readable offline). Every number comes
+from the rows; the verdicts compare each margin model with cross-entropy seed by seed (paired
+differences: mean and standard deviation over seeds) and say so when margin did not win.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from ..io import atomic_write_text, save_figure
+from .tables import format_table
+
+__all__ = ["PAPER_NUMBERS", "plot_study_curves", "study_tables", "write_report"]
+
+#: Numbers Elsayed et al. (2018) state in the text (test accuracy in %, or a difference in
+#: points), by dataset: ``(study, loss, setting, what, value, where)``.
+PAPER_NUMBERS: dict[str, list[tuple[str, str, str, str, float, str]]] = {
+    "mnist": [
+        ("noisy-labels", "ce", "label_noise=0", "accuracy", 99.4, "Sec. 4.2"),
+        ("noisy-labels", "margin-l2", "label_noise=0", "accuracy", 99.4, "Sec. 4.2 (margin models)"),
+        ("noisy-labels", "hinge", "label_noise=0", "accuracy", 99.2, "Sec. 4.2"),
+        ("noisy-labels", "ce", "label_noise=0.8", "accuracy", 93.9, "Sec. 4.2.1"),
+        ("noisy-labels", "margin-l2", "label_noise=0.8", "accuracy", 96.4, "Sec. 4.2.1"),
+        ("limited-data", "margin-linf", "train_fraction=0.00125", "minus ce", 3.7, "Sec. 4.2.2 (68 samples)"),
+        ("adversarial", "ce", "ifgsm black eps=0.1", "accuracy", 67.0, "Sec. 4.2.3"),
+        ("adversarial", "best margin", "ifgsm black eps=0.1", "accuracy", 90.0, "Sec. 4.2.3"),
+    ],
+    "cifar10": [
+        ("noisy-labels", "ce", "label_noise=0", "accuracy", 90.0, "Sec. 4.3 (about 90% for all 5 models)"),
+        ("noisy-labels", "margin-linf", "all noise levels", "minus ce", 4.0, "Sec. 4.3.1 (4 to 10 points)"),
+        ("noisy-labels", "margin-l2", "all noise levels", "minus ce", 4.0, "Sec. 4.3.1 (4 to 10 points)"),
+        ("limited-data", "margin-l1", "train_fraction=0.05", "minus ce", 2.5, "Sec. 4.3.2"),
+        ("limited-data", "margin-l1", "train_fraction=0.01", "minus ce", 2.5, "Sec. 4.3.2"),
+        ("adversarial", "margin-l1", "ifgsm black eps=0.1", "minus ce", 14.0, "Sec. 4.3.3"),
+        ("adversarial", "best margin", "noise-snr eps=33", "accuracy", 82.0, "Sec. 4.3.3 (Cisse et al.: 69.1)"),
+    ],
+}
+
+_STUDY_TITLES = {
+    "noisy-labels": "Noisy labels (paper Fig. 2 left, Fig. 4 left)",
+    "limited-data": "Limited training data (paper Fig. 2 right, Fig. 4 right)",
+    "adversarial": "Adversarial perturbations and noise (paper Fig. 3, Fig. 5, supplementary)",
+}
+
+
+# -- statistics -----------------------------------------------------------------------------------
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [float(v) for v in values]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _pct(mean: float, std: float, n: int) -> str:
+    if math.isnan(mean):
+        return ""
+    return f"{100 * mean:.1f} ± {100 * std:.1f}" if n > 1 else f"{100 * mean:.1f}"
+
+
+def _by(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple, list[Mapping[str, Any]]]:
+    out: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    return out
+
+
+def _order(values: Sequence[Any], *, reverse: bool = False) -> list[Any]:
+    return sorted(set(values), key=lambda v: (v is None, v), reverse=reverse)
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+
+def plot_study_curves(
+    rows: Sequence[Mapping[str, Any]], *, x: str, title: str = "", xlabel: str | None = None, logx: bool = False,
+    reverse_x: bool = False, losses: Sequence[str] | None = None, ax: Any = None,
+) -> Figure:
+    """Mean test accuracy (%) against ``x``, one line per loss, a band of +-1 std over seeds.
+
+    Args:
+        rows: study rows (one per loss, setting and seed), already filtered to one curve family.
+        x: the row key on the horizontal axis (``label_noise``, ``train_fraction``, ``eps``).
+        title, xlabel: labels; logx: a log axis (training fractions); reverse_x: decreasing x.
+        losses: the lines, in order (default: as they appear).
+        ax: draw into this Axes instead of a new Figure.
+
+    Returns:
+        The Figure.
+    """
+    if ax is None:
+        fig = Figure(figsize=(5.0, 3.6), layout="constrained")
+        ax = fig.subplots()
+    else:
+        fig = ax.figure
+    names = list(losses) if losses is not None else list(dict.fromkeys(r["loss"] for r in rows))
+    groups = _by(rows, ("loss", x))
+    for name in names:
+        xs = _order([k[1] for k in groups if k[0] == name])
+        if not xs:
+            continue
+        stats = [_mean_std([r["test_acc"] for r in groups[(name, v)]]) for v in xs]
+        mean = [100 * m for m, _ in stats]
+        std = [100 * s for _, s in stats]
+        style = "--" if name.endswith("-input") else "-"
+        line, = ax.plot(xs, mean, style, marker="o", markersize=3, label=name)
+        ax.fill_between(xs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.15)
+    if logx:
+        ax.set_xscale("log")
+    if reverse_x:
+        ax.invert_xaxis()
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel("test accuracy (%)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if names:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def _adversarial_figure(rows: Sequence[Mapping[str, Any]], losses: Sequence[str], adv_losses: Sequence[str]) -> Figure:
+    plain = [n for n in losses if n not in adv_losses]
+    fig = Figure(figsize=(10.0, 7.2), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for ax, (attack, box) in zip(axes.flat, (("ifgsm", "white"), ("ifgsm", "black"), ("fgsm", "white"), ("fgsm", "black"))):
+        sub = [r for r in rows if r["attack"] == attack and r["box"] == box and r["loss"] in plain]
+        plot_study_curves(sub, x="eps", xlabel="epsilon (l_inf)", ax=ax, losses=plain,
+                          title=f"{attack.upper()}, {'white-box' if box == 'white' else 'black-box (crafted on ce)'}")
+    return fig
+
+
+def _adv_trained_figure(rows: Sequence[Mapping[str, Any]], adv_losses: Sequence[str]) -> Figure:
+    fig = Figure(figsize=(10.0, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, box in zip(axes, ("white", "black")):
+        sub = [r for r in rows if r["attack"] == "ifgsm" and r["box"] == box and r["loss"] in ("ce", *adv_losses)]
+        plot_study_curves(sub, x="eps", xlabel="epsilon (l_inf)", ax=ax, losses=["ce", *adv_losses],
+                          title=f"adversarially trained, IFGSM {'white-box' if box == 'white' else 'black-box (crafted on ce)'}")
+    return fig
+
+
+def _noise_figure(rows: Sequence[Mapping[str, Any]], losses: Sequence[str]) -> Figure:
+    fig = Figure(figsize=(10.0, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    plot_study_curves([r for r in rows if r["attack"] == "noise-std"], x="eps", xlabel="noise standard deviation",
+                      ax=axes[0], losses=losses, title="Gaussian noise (std)")
+    plot_study_curves([r for r in rows if r["attack"] == "noise-snr"], x="eps", xlabel="SNR (dB) = 20 log10(||x|| / ||delta||)",
+                      ax=axes[1], losses=losses, title="Gaussian noise (SNR)", reverse_x=True)
+    return fig
+
+
+# -- tables and verdicts ----------------------------------------------------------------------------
+
+
+def _pivot(rows: Sequence[Mapping[str, Any]], x: str, losses: Sequence[str], label: str) -> tuple[list[str], list[dict[str, Any]]]:
+    groups = _by(rows, ("loss", x))
+    xs = _order([k[1] for k in groups])
+    columns = ["loss", *[f"{label}={v:g}" for v in xs]]
+    table = []
+    for name in losses:
+        line: dict[str, Any] = {"loss": name}
+        for v, col in zip(xs, columns[1:]):
+            vals = [r["test_acc"] for r in groups.get((name, v), [])]
+            line[col] = _pct(*_mean_std(vals), len(vals)) if vals else ""
+        table.append(line)
+    return columns, table
+
+
+def _paired(rows: Sequence[Mapping[str, Any]], x: str, name: str, reference: str = "ce") -> dict[Any, tuple[float, float, int]]:
+    """``{x value: (mean, std, n)}`` of the seed-paired differences ``acc(name) - acc(reference)``."""
+    groups = _by(rows, ("loss", x, "seed"))
+    out = {}
+    for v in _order([k[1] for k in groups]):
+        diffs = [groups[(name, v, s)][0]["test_acc"] - groups[(reference, v, s)][0]["test_acc"]
+                 for (n, vv, s) in groups if n == name and vv == v and (reference, v, s) in groups]
+        if diffs:
+            out[v] = (*_mean_std(diffs), len(diffs))
+    return out
+
+
+def _verdict(rows: Sequence[Mapping[str, Any]], x: str, losses: Sequence[str], label: str) -> list[str]:
+    """One sentence per margin model: where it beat cross-entropy, by how much, and where not."""
+    lines = []
+    if "ce" not in losses:
+        return ["(no cross-entropy model in this study: nothing to compare against)"]
+    for name in losses:
+        if not name.startswith("margin"):
+            continue
+        diffs = _paired(rows, x, name)
+        if not diffs:
+            continue
+        wins = [v for v, (m, _, _) in diffs.items() if m > 0]
+        clear = [v for v, (m, s, n) in diffs.items() if n > 1 and m > s]
+        worse = [v for v, (m, s, n) in diffs.items() if n > 1 and m < -s]
+        detail = ", ".join(f"{label} {v:g}: {100 * m:+.1f} ± {100 * s:.1f}" for v, (m, s, _) in diffs.items())
+        overall = statistics.fmean(m for m, _, _ in diffs.values())
+        verdict = (
+            f"**{name}** vs ce: higher mean accuracy at {len(wins)} of {len(diffs)} settings "
+            f"(beyond one std of the paired differences at {len(clear)}, below by more than one std at {len(worse)}); "
+            f"mean difference {100 * overall:+.1f} points. Per setting (points, mean ± std over seeds): {detail}."
+        )
+        lines.append(verdict)
+    return lines
+
+
+def _chosen_table(rows: Sequence[Mapping[str, Any]], x: str, label: str, losses: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    groups = _by(rows, ("loss", x))
+    xs = _order([k[1] for k in groups])
+    columns = ["loss", *[f"{label}={v:g}" for v in xs]]
+    table = []
+    for name in losses:
+        line: dict[str, Any] = {"loss": name}
+        for v, col in zip(xs, columns[1:]):
+            counts: dict[str, int] = {}
+            for r in groups.get((name, v), []):
+                counts[r["hp"]] = counts.get(r["hp"], 0) + 1
+            line[col] = ", ".join(f"{hp} x{n}" if n > 1 else hp for hp, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        table.append(line)
+    return columns, table
+
+
+def study_tables(rows: Sequence[Mapping[str, Any]], study: str, losses: Sequence[str]) -> list[tuple[str, list[str], list[dict[str, Any]]]]:
+    """``(caption, columns, rows)`` of the accuracy tables of one study (accuracy in %, mean ± std over seeds)."""
+    sub = [r for r in rows if r["study"] == study]
+    if study == "noisy-labels":
+        return [("test accuracy (%) vs label noise", *_pivot(sub, "label_noise", losses, "noise"))]
+    if study == "limited-data":
+        return [("test accuracy (%) vs training fraction", *_pivot(sub, "train_fraction", losses, "fraction"))]
+    out = []
+    for attack, box, caption in (
+        ("ifgsm", "white", "IFGSM white-box"), ("ifgsm", "black", "IFGSM black-box (crafted on ce)"),
+        ("fgsm", "white", "FGSM white-box"), ("fgsm", "black", "FGSM black-box (crafted on ce)"),
+        ("noise-std", "none", "Gaussian noise, standard deviation"), ("noise-snr", "none", "Gaussian noise, SNR in dB"),
+    ):
+        part = [r for r in sub if r["attack"] == attack and r["box"] == box]
+        if part:
+            names = [n for n in losses if any(r["loss"] == n for r in part)]
+            out.append((f"accuracy (%): {caption}", *_pivot(part, "eps", names, "eps")))
+    return out
+
+
+# -- the document ---------------------------------------------------------------------------------
+
+
+class _Doc:
+    """Blocks rendered both as Markdown and as self-contained HTML."""
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple[str, Any]] = []
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def para(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def bullets(self, items: Sequence[str]) -> None:
+        if items:
+            self.blocks.append(("ul", list(items)))
+
+    def table(self, columns: Sequence[str], rows: Sequence[Mapping[str, Any]], caption: str = "") -> None:
+        self.blocks.append(("table", (caption, list(columns), [dict(r) for r in rows])))
+
+    def image(self, path: Path, rel: str, caption: str) -> None:
+        self.blocks.append(("img", (path, rel, caption)))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, value in self.blocks:
+            if kind == "h":
+                out.append("#" * value[0] + " " + value[1])
+            elif kind == "p":
+                out.append(value)
+            elif kind == "ul":
+                out.append("\n".join(f"- {item}" for item in value))
+            elif kind == "table":
+                caption, columns, rows = value
+                lines = [f"*{caption}*", ""] if caption else []
+                lines.append("| " + " | ".join(columns) + " |")
+                lines.append("|" + "|".join("---" for _ in columns) + "|")
+                for r in rows:
+                    lines.append("| " + " | ".join(_text(r.get(c)) for c in columns) + " |")
+                out.append("\n".join(lines))
+            else:
+                _, rel, caption = value
+                out.append(f"![{caption}]({rel})\n\n*{caption}*")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        parts = [
+            "<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">", f"<title>{html.escape(title)}</title>",
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
+            "table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:.9em}td,th{border:1px solid #bbb;padding:3px 8px;"
+            "text-align:right}td:first-child,th:first-child{text-align:left}caption{font-style:italic;text-align:left;"
+            "padding:3px 0}img{max-width:100%}figcaption{font-style:italic;font-size:.9em}code{background:#f3f3f3}</style>",
+            "</head><body>",
+        ]
+        for kind, value in self.blocks:
+            if kind == "h":
+                parts.append(f"<h{value[0]}>{_inline(value[1])}</h{value[0]}>")
+            elif kind == "p":
+                parts.append(f"<p>{_inline(value)}</p>")
+            elif kind == "ul":
+                parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in value) + "</ul>")
+            elif kind == "table":
+                caption, columns, rows = value
+                head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+                body = "".join("<tr>" + "".join(f"<td>{html.escape(_text(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
+                cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+                parts.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            else:
+                path, _, caption = value
+                data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+                parts.append(f"<figure><img alt=\"{html.escape(caption)}\" src=\"data:image/png;base64,{data}\">"
+                             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        parts.append("</body></html>")
+        return "\n".join(parts) + "\n"
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _inline(text: str) -> str:
+    """Escape ``text`` for HTML, keeping ``**bold**`` and ``code`` spans."""
+    out, bold, code = [], False, False
+    i = 0
+    while i < len(text):
+        if text.startswith("**", i) and not code:
+            out.append("</b>" if bold else "<b>")
+            bold = not bold
+            i += 2
+        elif text[i] == "`":
+            out.append("</code>" if code else "<code>")
+            code = not code
+            i += 1
+        else:
+            out.append(html.escape(text[i]))
+            i += 1
+    return "".join(out)
+
+
+def _paper_section(doc: _Doc, dataset: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    doc.heading("Our numbers beside the paper's")
+    numbers = PAPER_NUMBERS.get(dataset)
+    if not numbers:
+        doc.para(
+            f"The paper states numbers for MNIST and CIFAR-10 (and ImageNet) only; this study ran on **{dataset}**, so there is "
+            "no number to set beside ours. The effects to look for are the paper's qualitative claims: margin models at or above "
+            "cross-entropy under label noise and with little data, and far above it under black-box IFGSM."
+        )
+        return
+    table = []
+    for study, loss, setting, what, value, where in numbers:
+        ours = _ours(rows, study, loss, setting, what)
+        table.append({"study": study, "model": loss, "setting": setting, "quantity": what,
+                      "paper": f"{value:g}", "ours": ours, "where": where})
+    doc.table(["study", "model", "setting", "quantity", "paper", "ours", "where"], table,
+              "accuracy in %, differences in points; ours: mean ± std over seeds ('best margin': the margin model with the highest mean)")
+
+
+def _ours(rows: Sequence[Mapping[str, Any]], study: str, loss: str, setting: str, what: str) -> str:
+    sub = [r for r in rows if r["study"] == study]
+    if setting.startswith("label_noise="):
+        sub = [r for r in sub if math.isclose(r["label_noise"], float(setting.split("=")[1]))]
+    elif setting.startswith("train_fraction="):
+        sub = [r for r in sub if math.isclose(r["train_fraction"], float(setting.split("=")[1]))]
+    elif " eps=" in setting:
+        attack_box, eps = setting.split(" eps=")
+        parts = attack_box.split()
+        attack, box = parts[0], (parts[1] if len(parts) > 1 else "none")
+        sub = [r for r in sub if r["attack"] == attack and r["box"] == box and r["eps"] is not None and math.isclose(r["eps"], float(eps))]
+    if not sub:
+        return "not run"
+    names = [loss] if loss != "best margin" else sorted({r["loss"] for r in sub if r["loss"].startswith("margin")})
+    best = None
+    for name in names:
+        vals = [r["test_acc"] for r in sub if r["loss"] == name]
+        if what == "minus ce":
+            ce = {r["seed"]: r["test_acc"] for r in sub if r["loss"] == "ce"}
+            vals = [r["test_acc"] - ce[r["seed"]] for r in sub if r["loss"] == name and r["seed"] in ce]
+        if vals:
+            m, s = _mean_std(vals)
+            if best is None or m > best[0]:
+                best = (m, s, len(vals), name)
+    if best is None:
+        return "not run"
+    m, s, n, name = best
+    text = f"{100 * m:.1f} ± {100 * s:.1f}" if n > 1 else f"{100 * m:.1f}"
+    return text + (f" ({name})" if loss == "best margin" else "")
+
+
+def write_report(
+    out_dir: str | os.PathLike[str], *, plan: Any = None, rows: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Path]:
+    """Redraw the figures and write ``report.md`` and ``report.html`` for the study in ``out_dir``.
+
+    Args:
+        out_dir: a study directory (``deepmargin experiment --out``).
+        plan: the study's :class:`~deepmargin.experiments.studies.Plan` (default: rebuilt from ``study.json``).
+        rows: its rows (default: read from ``rows.jsonl``).
+
+    Returns:
+        ``{"report": report.md, "html": report.html, "figure_<name>": png, ...}``.
+    """
+    from ..training.records import read_jsonl
+
+    out = Path(out_dir)
+    study = json.loads((out / "study.json").read_text(encoding="utf-8"))
+    if rows is None:
+        rows = read_jsonl(out / "rows.jsonl")
+    rows = list(rows)
+    figures = out / "figures"
+    files: dict[str, Path] = {}
+    doc = _Doc()
+    options, protocol = study["options"], study["protocol"]
+    dataset = study["dataset"]
+    doc.heading(f"deepmargin studies on {dataset}", 1)
+    _setup(doc, study, out)
+    study_losses = study["study_losses"]
+    adv_losses = [n for n in study_losses.get("adversarial", []) if study["presets"].get(n, {}).get("fields", {}).get("adv_train", "none") != "none"]
+    for name in ("noisy-labels", "limited-data", "adversarial"):
+        if name not in study_losses:
+            continue
+        losses = list(study_losses[name])
+        if name == "adversarial" and "ce" not in losses:
+            losses.insert(0, "ce")
+        sub = [r for r in rows if r["study"] == name]
+        doc.heading(_STUDY_TITLES[name])
+        if not sub:
+            doc.para("No finished cells yet.")
+            continue
+        for caption, columns, table in study_tables(rows, name, losses):
+            doc.table(columns, table, caption)
+        if name in ("noisy-labels", "limited-data"):
+            x, label = ("label_noise", "noise") if name == "noisy-labels" else ("train_fraction", "fraction")
+            fig = plot_study_curves(sub, x=x, logx=name == "limited-data", losses=losses,
+                                    xlabel="fraction of flipped training labels" if x == "label_noise" else "fraction of the training set (log)",
+                                    title=f"{dataset}: {name}")
+            files[f"figure_{name}"] = save_figure(fig, figures / f"{name}.png")
+            doc.image(files[f"figure_{name}"], f"figures/{name}.png", f"test accuracy vs {label}: mean over seeds, band ±1 std")
+            doc.para("Did margin beat cross-entropy? (test accuracy of the validation-chosen models)")
+            doc.bullets(_verdict(sub, x, losses, label))
+            doc.table(*_chosen_table(sub, x, label, losses), "hyperparameters chosen on validation accuracy (per seed)")
+        else:
+            plain = [n for n in losses if n not in adv_losses]
+            fig = _adversarial_figure(sub, plain, adv_losses)
+            files["figure_adversarial"] = save_figure(fig, figures / "adversarial.png")
+            doc.image(files["figure_adversarial"], "figures/adversarial.png", "accuracy vs epsilon, white- and black-box FGSM / IFGSM")
+            if adv_losses:
+                fig = _adv_trained_figure(sub, adv_losses)
+                files["figure_adv_trained"] = save_figure(fig, figures / "adversarially_trained.png")
+                doc.image(files["figure_adv_trained"], "figures/adversarially_trained.png", "adversarially trained models under IFGSM")
+            if any(r["attack"].startswith("noise") for r in sub):
+                fig = _noise_figure(sub, losses)
+                files["figure_noise"] = save_figure(fig, figures / "noise.png")
+                doc.image(files["figure_noise"], "figures/noise.png", "accuracy under Gaussian noise")
+            for attack, box, text in (("ifgsm", "black", "black-box IFGSM"), ("ifgsm", "white", "white-box IFGSM"),
+                                      ("fgsm", "black", "black-box FGSM"), ("noise-std", "none", "Gaussian noise (std)")):
+                part = [r for r in sub if r["attack"] == attack and r["box"] == box and (r["eps"] or 0) > 0]
+                if part:
+                    doc.para(f"Did margin beat cross-entropy under {text}?")
+                    doc.bullets(_verdict(part, "eps", losses, "eps"))
+            clean = [r for r in sub if r["attack"] == "fgsm" and r["box"] == "white" and r["eps"] == 0]
+            doc.table(*_chosen_table([{**r, "eps": 0.0} for r in clean], "eps", "eps", losses),
+                      "hyperparameters chosen on validation accuracy (clean, full data; per seed)")
+    _paper_section(doc, dataset, rows)
+    doc.heading("Files")
+    doc.bullets([
+        "`rows.csv` / `rows.jsonl`: one row per study, loss, setting, attack, epsilon, box and seed",
+        "`study.json`: options, protocol, grid, presets, versions; `cells.json`: every cell's resolved configuration",
+        "`train/...`, `eval/...`: each cell's run folder (config, metrics, checkpoints) or attack rows",
+    ])
+    files["report"] = atomic_write_text(out / "report.md", doc.markdown())
+    files["html"] = atomic_write_text(out / "report.html", doc.html(f"deepmargin studies on {dataset}"))
+    return files
+
+
+def _setup(doc: _Doc, study: Mapping[str, Any], out: Path) -> None:
+    options, protocol, data = study["options"], study["protocol"], study.get("data", {})
+    seconds = 0.0
+    with_time = 0
+    cells_path = out / "cells.json"
+    if cells_path.exists():
+        for cell in json.loads(cells_path.read_text(encoding="utf-8"))["cells"]:
+            name = "results.json" if cell["kind"] == "train" else "rows.json"
+            path = out / cell["id"] / name
+            if path.exists():
+                res = json.loads(path.read_text(encoding="utf-8"))
+                seconds += float(res.get("seconds_total", res.get("seconds", 0.0)) or 0.0)
+                with_time += 1
+    versions = study.get("versions", {})
+    doc.heading("Setup")
+    doc.bullets([
+        f"dataset **{study['dataset']}**: {data.get('n_pool')} training images (before the validation split), "
+        f"{data.get('n_test')} test images, {data.get('num_classes')} classes, input {data.get('input_shape')}",
+        f"model `{protocol['model']}` {protocol.get('model_kwargs') or ''}; {protocol['epochs']} epochs on full data "
+        f"(limited-data runs: x min(1/fraction, {protocol['max_epoch_scale']:g})), batch {protocol['batch_size']}, "
+        f"learning rates {protocol['lr']}, schedule {protocol['lr_schedule']}",
+        f"validation split {protocol['val_size']:g} of the training set (clean labels); the hyperparameters of each model, setting and "
+        "seed are chosen on validation accuracy, the test split only reports the chosen model (its best-validation checkpoint)",
+        f"grid `{options['grid']}`: `{json.dumps(study['grid'])}`",
+        f"seeds {options['seeds']} (tables: mean ± std over seeds)",
+        f"presets: " + "; ".join(f"`{n}`: {p['description']}" for n, p in study["presets"].items()),
+        f"compute: {with_time} finished cells, {seconds / 60:.1f} min of cell time; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+    ])
