@@ -374,6 +374,18 @@ def test_cli_train_then_attack_and_robustness_on_an_npz(tmp_path, monkeypatch, c
                  "--n", "16", "--out", "rob", "--no-plot"]) == 0
     rob = json.loads(Path("rob/config.json").read_text())
     assert rob["dataset"] == "data/digits8.npz" and rob["bounds"] == [0.0, 1.0]
+
+    # --data replaces the checkpoint's dataset: the test split of another file of the same shape
+    other = _digits_arrays()
+    other.update(x_test=other["x_test"][:40], y_test=other["y_test"][:40])
+    _write(tmp_path / "data" / "other.npz", other)
+    assert main(["-q", "attack", "run/best.pt", "--data", "data/other.npz", "--attacks", "fgsm", "--eps", "0",
+                 "--out", "att2", "--no-plot"]) == 0
+    assert json.loads(Path("att2/config.json").read_text())["dataset"] == "data/other.npz"
+    assert {r["n"] for r in read_jsonl(Path("att2/rows.jsonl"))} == {40}
+    assert main(["-q", "robustness", "run/best.pt", "--data", "data/other.npz", "--attack", "deepfool", "--steps", "3",
+                 "--norms", "l2", "--out", "rob2", "--no-plot"]) == 0
+    assert json.loads(Path("rob2/config.json").read_text())["dataset"] == "data/other.npz"
     assert "Traceback" not in capsys.readouterr().err
 
 

@@ -103,6 +103,7 @@ def load_test_split(
     data_root: str | None = None,
     n: int | None = None,
     device: str | torch.device = "cpu",
+    dataset: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float], str, str | None]:
     """The test split shared by the checkpoints.
 
@@ -117,6 +118,7 @@ def load_test_split(
         metas: ``{model name: checkpoint metadata}`` from ``load_model``.
         command: the subcommand, for error messages.
         data_root: dataset folder (default: the first checkpoint's ``data_root``).
+        dataset: a dataset name or .npz path to use instead of the checkpoints' own (``--data``).
         n: keep the first ``n`` test inputs (default: all).
         device: where ``x`` and ``y`` go.
 
@@ -126,6 +128,8 @@ def load_test_split(
     from ..data import load_dataset
 
     datasets = {name: (meta.get("config") or {}).get("dataset") for name, meta in metas.items()}
+    if dataset is not None:  # --data: the checkpoints' recorded dataset is replaced
+        datasets = {name: dataset for name in metas}
     if any(d is None for d in datasets.values()) or len(set(datasets.values())) != 1:
         raise ValueError(
             f"The checkpoints of deepmargin {command} must all record the same dataset in config['dataset']. "
@@ -157,6 +161,8 @@ def load_test_split(
 
 def add_output_options(parser: argparse.ArgumentParser, *, out: str, plot: str, progress: str) -> None:
     """Options shared by the commands that evaluate checkpoints: data folder, device, output, progress, plot."""
+    parser.add_argument("--data", "--dataset", dest="dataset", type=dataset_arg, default=None, metavar="NAME|FILE.npz",
+                        help="dataset whose test split is used (default: the one the checkpoints were trained on)")
     parser.add_argument("--data-root", default=None, help="dataset folder (default: the checkpoint's data_root)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--out", default=out, help=f"output folder (default: {out})")

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     source_name = list(loaded)[-1] if args.source is not None else None
     source = loaded[source_name] if source_name is not None else None
     x, y, bounds, dataset, root = load_test_split(
-        all_metas, command="attack", data_root=args.data_root, n=args.n, device=args.device
+        all_metas, command="attack", data_root=args.data_root, n=args.n, device=args.device, dataset=args.dataset
     )
     logger.info("dataset %s: %d test inputs, bounds %s", dataset, len(y), bounds)
 

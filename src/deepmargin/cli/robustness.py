@@ -232,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
 
     models, metas = load_checkpoints(args.checkpoints, args.device)  # all read before any attack runs
     names = list(models)
-    x, y, bounds, dataset, root = load_test_split(metas, command="robustness", data_root=args.data_root, n=args.n, device=args.device)
+    x, y, bounds, dataset, root = load_test_split(metas, command="robustness", data_root=args.data_root, n=args.n, device=args.device,
+                                                    dataset=args.dataset)
     if x.shape[0] == 0:
         raise ValueError(f"The test split of {dataset!r} is empty; nothing to measure.")
     logger.info("dataset %s: %d test inputs, bounds %s", dataset, len(y), bounds)
