@@ -368,3 +368,11 @@ def test_the_experiment_and_report_commands(tmp_path, capsys):
     assert "refusing to continue" in capsys.readouterr().err
     assert main(["experiment", "noisy-labels", "--shard", "3/2", "--out", str(out)]) == 2
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_an_edited_grid_file_is_refused(tmp_path):
+    options = tiny(tmp_path, studies=("noisy-labels",), seeds=(0,), noise_levels=(0.0,), losses=("ce",))
+    run_study(options, tmp_path / "s", report=False)
+    (tmp_path / "grid.json").write_text(json.dumps({"margin": {"gamma": {"2": [9.0]}}, "default": {"dropout": [0.0, 0.5]}}))
+    with pytest.raises(ValueError, match="grid of the study .* changed"):
+        run_study(options, tmp_path / "s", report=False)

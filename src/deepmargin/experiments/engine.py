@@ -183,6 +183,25 @@ def _prepare_dir(out: Path, options: StudyOptions, overwrite: bool) -> tuple[str
     return tuple(s for s in STUDIES if s in held)
 
 
+def _check_resolved(out: Path, plan: Plan) -> None:
+    """Refuse a grid file or a preset file whose content changed since the study in ``out`` was started."""
+    path = out / "study.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    now = plan.describe()
+    for key in ("grid", "presets"):
+        old, new = saved.get(key), now[key]
+        if key == "presets" and isinstance(old, dict):
+            common = set(old) & set(new)
+            old, new = {k: old[k] for k in common}, {k: new[k] for k in common}
+        if old is not None and json.loads(json.dumps(old)) != json.loads(json.dumps(new)):
+            raise ValueError(
+                f"The {key} of the study in {str(out)!r} changed since it was started (a grid or preset file was edited): "
+                f"{json.dumps(old)} (saved) != {json.dumps(new)} (now). Restore the file, use another --out, or --overwrite."
+            )
+
+
 # -- locks ------------------------------------------------------------------------------------
 
 
@@ -464,6 +483,7 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     held = _prepare_dir(out, options, overwrite)
     plan = build_plan(_with_studies(options, held))
+    _check_resolved(out, plan)
     describe = {"format": _FORMAT, **plan.describe(), "versions": _versions()}
     describe["options"]["studies"] = list(held)
     write_json(out / "study.json", describe)
