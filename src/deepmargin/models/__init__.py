@@ -1,4 +1,4 @@
-"""Model zoo with named layers: the paper's MNIST CNN, an MLP, a small CNN for 8x8 digits.
+"""Model zoo with named layers: the paper's MNIST CNN, an MLP, a small CNN for 8x8 digits, a wide ResNet.
 
 Layer names follow one scheme (see :mod:`deepmargin.models.cnn`): ``convK``/``fcK`` are the
 pre-activations, ``reluK`` the hidden representations; ``model.hidden_layers`` lists the latter.
@@ -9,5 +9,6 @@ The paper's MNIST margin "on the input, both conv layers and the fc layer" is
 from .cnn import DigitsCNN, MnistCNN
 from .mlp import MLP
 from .registry import MODELS, build_model, model_options
+from .wrn import WideResNet
 
-__all__ = ["MODELS", "MLP", "DigitsCNN", "MnistCNN", "build_model", "model_options"]
+__all__ = ["MODELS", "MLP", "DigitsCNN", "MnistCNN", "WideResNet", "build_model", "model_options"]

@@ -9,11 +9,13 @@ from torch import nn
 
 from .cnn import DigitsCNN, MnistCNN
 from .mlp import MLP
+from .wrn import WideResNet
 
 _REGISTRY: dict[str, type[nn.Module]] = {
     "mnist_cnn": MnistCNN,
     "mlp": MLP,
     "digits_cnn": DigitsCNN,
+    "wrn": WideResNet,
 }
 
 #: Names accepted by :func:`build_model`.
@@ -38,7 +40,7 @@ def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...], **
 
     Args:
         name: one of :data:`MODELS`: ``"mnist_cnn"`` (the paper's MNIST CNN, Elsayed et al. 2018,
-            Section 4.2), ``"mlp"`` or ``"digits_cnn"``.
+            Section 4.2), ``"mlp"``, ``"digits_cnn"`` or ``"wrn"`` (a wide residual network, Sec. 4.3).
         num_classes: number of output logits (>= 2).
         input_shape: one sample's shape without the batch axis, e.g. ``(1, 28, 28)``.
         **kwargs: model options, e.g. ``dropout=0.5``, ``batch_norm=True``,

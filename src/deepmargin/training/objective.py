@@ -14,8 +14,12 @@ __all__ = ["Objective", "build_objective", "default_margin_layers"]
 
 
 def default_margin_layers(model: nn.Module) -> list[str]:
-    """``["input", *model.hidden_layers]``: the input and every hidden representation (the paper's
-    "all layers" setting); just ``["input"]`` for a model without a ``hidden_layers`` attribute."""
+    """The model's ``margin_layers`` when it has them (the wide ResNet: the paper's 5 evenly spaced
+    layers), else ``["input", *model.hidden_layers]``: the input and every hidden representation (the
+    paper's "all layers" setting); just ``["input"]`` for a model without either attribute."""
+    chosen = getattr(model, "margin_layers", None)
+    if chosen:
+        return list(chosen)
     return ["input", *getattr(model, "hidden_layers", ())]
 
 
