@@ -587,3 +587,15 @@ def test_resume_refuses_other_epochs_with_the_cosine_schedule(tmp_path):
     with pytest.raises(ValueError, match=r"epochs: 2 \(saved\) != 3 \(now\) \(the cosine learning-rate schedule anneals"):
         train(tiny_config(epochs=3, lr_schedule="cosine"), tmp_path, data=data, resume=True)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+
+
+def test_val_loss_false_records_the_same_accuracies_without_the_loss():
+    common = dict(dataset="digits", loss="margin", gamma=0.5, top_k=2, epochs=2, train_fraction=0.3, seed=3)
+    with_loss = train(TrainConfig(**common), None, verbose=False)
+    without = train(TrainConfig(**common, val_loss=False), None, verbose=False)
+    assert [r["val_loss"] for r in without.history] == [None, None]
+    assert all(r["val_loss"] is not None for r in with_loss.history)
+    assert [r["val_acc"] for r in without.history] == [r["val_acc"] for r in with_loss.history]
+    assert without.test_acc == with_loss.test_acc
+    with pytest.raises(TypeError, match="'val_loss' parameter of TrainConfig must be a bool"):
+        TrainConfig(val_loss="no")

@@ -263,7 +263,7 @@ def _train_config(
         dataset=options.dataset, data_root=options.data_root, val_size=float(protocol.val_size), model=protocol.model,
         model_kwargs=dict(protocol.model_kwargs), batch_size=protocol.batch_size, lr_schedule=protocol.lr_schedule,
         lr_decay=protocol.lr_decay, optimizer=protocol.optimizer.get(family, protocol.optimizer["default"]),
-        device=options.device,
+        device=options.device, val_loss=False,
     )
     if protocol.augment != "none":
         config["augment"] = protocol.augment

@@ -178,6 +178,10 @@ class TrainConfig:
         grad_clip: maximum global gradient norm (``None``: no clipping).
         epochs, batch_size, eval_batch_size, seed, device (``"cpu"`` by default; never guessed;
             parsed here, checked for availability when training starts).
+        val_loss: compute the training objective on the validation split every epoch (default
+            True). ``False`` records the validation accuracy only (``val_loss`` is ``None``): much
+            cheaper for the margin loss, whose value needs input gradients; the studies use it,
+            since model selection reads the accuracy alone.
 
     Adversarial training (Kurakin et al. 2016, "Adversarial Machine Learning at Scale"; used with
     every ``loss``, see :mod:`deepmargin.training.adversarial`):
@@ -248,6 +252,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     seed: int = 0
     device: str = "cpu"
+    val_loss: bool = True
     # adversarial training
     adv_train: str = "none"
     adv_eps: float = 0.3
@@ -337,7 +342,7 @@ class TrainConfig:
             if not _is_real(value) or value < 0:
                 raise _err(name, "a float >= 0", value)
             setattr(self, name, float(value))
-        for name in ("approximate", "exact_per_sample"):
+        for name in ("approximate", "exact_per_sample", "val_loss"):
             value = getattr(self, name)
             if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
                 value = bool(value)

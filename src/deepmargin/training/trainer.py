@@ -394,7 +394,8 @@ def train(
             bar.close()
         if scheduler is not None:
             scheduler.step()
-        val = evaluate_split(model, x_val, y_val, objective=objective, batch_size=config.eval_batch_size)
+        val = evaluate_split(model, x_val, y_val, objective=objective if config.val_loss else None,
+                             batch_size=config.eval_batch_size)
         seconds = time.perf_counter() - tic
         test_acc = None
         if epoch == config.epochs:
