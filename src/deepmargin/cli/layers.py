@@ -24,7 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="one sample's shape, e.g. 1 28 28 (default: the model's own default)")
     p.add_argument("--num-classes", type=positive_int, default=10, help="number of classes")
     p.add_argument("--hidden-sizes", type=positive_int, nargs="+", metavar="N", help="mlp: hidden layer widths")
-    p.add_argument("--batch-norm", action="store_true", help="with batch norm")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="with (or --no-batch-norm: without) batch norm (default: the model's own default)")
     p.add_argument("--dropout", type=float, default=0.0, help="with dropout")
     return p
 
@@ -35,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from ..models.registry import _REGISTRY
 
     shape = tuple(args.input_shape) if args.input_shape else inspect.signature(_REGISTRY[args.model]).parameters["input_shape"].default
-    kwargs = {"batch_norm": args.batch_norm, "dropout": args.dropout}
+    kwargs = {"dropout": args.dropout}
+    if args.batch_norm is not None:  # else the model's default (batch norm on for wrn, off for the others)
+        kwargs["batch_norm"] = args.batch_norm
     if args.hidden_sizes:
         kwargs["hidden_sizes"] = tuple(args.hidden_sizes)
     model = build_model(args.model, num_classes=args.num_classes, input_shape=shape, **kwargs)

@@ -5,13 +5,27 @@ Layer naming (``model.named_modules()``)::
     conv_in -> block1_1 .. block1_n -> block2_1 .. block2_n -> block3_1 .. block3_n
             -> bn_out -> relu_out -> pool -> flatten -> fc (logits)
 
-``blockG_K`` is the K-th pre-activation residual block of group G; its output (the sum of the
-residual branch and the shortcut) is the module's output, so a margin can sit on it. Group G has
-``16 * width * 2 ** (G - 1)`` channels; groups 2 and 3 halve the resolution.
+``blockG_K`` is the K-th pre-activation residual block of group G (K = 1..n); its output (the sum
+of the residual branch and the shortcut, a new tensor) is the module's output, so a margin can sit
+on it. Inside a block::
+
+    blockG_K.bn1 -> .relu1 -> .conv1 -> .bn2 -> .relu2 -> [.dropout] -> .conv2   (+ [.shortcut])
+
+``.shortcut`` (a 1x1 convolution of the pre-activated input) exists only where the channels or
+the resolution change, ``.dropout`` only when ``dropout > 0``; with ``batch_norm=False`` every
+``bn*`` is an ``nn.Identity`` (same names) and the convolutions get biases (with batch norm they
+have none: the following batch norm's shift makes them redundant). Group G has
+``16 * width * 2 ** (G - 1)`` channels; groups 2 and 3 halve the resolution (stride 2). Every ReLU
+is its own non-inplace module, so each named module's output is one tensor per forward pass that
+nothing modifies in place.
+
 ``model.hidden_layers`` lists every block output and ``relu_out`` (the final representation);
 ``model.margin_layers`` is the paper's CIFAR choice of "5 evenly spaced layers (input layer, output
 layer and 3 other convolutional layers in the middle)": ``["input", block1_n, block2_n, block3_n,
-"fc"]`` (the last block of each group, and the logits).
+"fc"]``: the output of each group (its last block, at the end of each resolution stage; for the
+default depth 10 these are all three blocks) and the logits, whose gradient of ``s_y - s_i`` is
+``e_y - e_i``. :func:`deepmargin.training.objective.default_margin_layers` uses it; pass
+``layers=[...]`` to choose others.
 """
 
 from __future__ import annotations
@@ -23,7 +37,7 @@ from ._checks import check_bool, check_dropout, check_image_shape, check_input_s
 __all__ = ["WideResNet"]
 
 
-class _Block(nn.Module):
+class PreActBlock(nn.Module):
     """Pre-activation residual block: BN -> ReLU -> conv3x3 -> BN -> ReLU -> [dropout] -> conv3x3, plus a shortcut.
 
     The shortcut is the identity, or a 1x1 convolution of the pre-activated input where the
@@ -38,7 +52,8 @@ class _Block(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
         self.bn2 = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
         self.relu2 = nn.ReLU()
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if dropout > 0:
+            self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=bias)
         self.shortcut = (
             nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=bias)
@@ -48,7 +63,10 @@ class _Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Residual branch plus shortcut (a new tensor)."""
         pre = self.relu1(self.bn1(x))
-        branch = self.conv2(self.dropout(self.relu2(self.bn2(self.conv1(pre)))))
+        branch = self.relu2(self.bn2(self.conv1(pre)))
+        if hasattr(self, "dropout"):
+            branch = self.dropout(branch)
+        branch = self.conv2(branch)
         return branch + (self.shortcut(pre) if self.shortcut is not None else x)
 
 
@@ -59,11 +77,13 @@ class WideResNet(nn.Module):
         num_classes: number of output logits (>= 2).
         input_shape: one sample's shape ``(C, H, W)`` or ``(H, W)``, H, W >= 4; default CIFAR ``(3, 32, 32)``.
         depth: ``6 n + 4`` with ``n >= 1`` blocks per group (10, 16, 22, 28, ...); default 10, small
-            enough for a CPU. The paper's CIFAR-10 network is deeper (58 convolutions).
+            enough for a CPU (Elsayed et al. train a much deeper network on CIFAR-10).
         width: widen factor k >= 1 (channels 16k, 32k, 64k); default 1.
-        dropout: dropout probability inside each block, in [0, 1).
-        batch_norm: batch norm before each ReLU (default True); ``False`` uses identities, for
-            exact per-sample margins in training mode.
+        dropout: dropout probability inside each block (between its two convolutions), in [0, 1);
+            0 adds no dropout modules.
+        batch_norm: batch norm before each ReLU (default True); ``False`` puts ``nn.Identity``
+            modules under the same names (and biases in the convolutions), so that the samples
+            of a batch stay independent: exact per-sample margins in training mode.
 
     Shape:
         input ``(N, *input_shape)``; output ``(N, num_classes)``.
@@ -111,7 +131,7 @@ class WideResNet(nn.Module):
             for k in range(1, n + 1):
                 stride = 2 if group > 1 and k == 1 else 1
                 name = f"block{group}_{k}"
-                self.add_module(name, _Block(channels, out, stride, dropout, batch_norm))
+                self.add_module(name, PreActBlock(channels, out, stride, dropout, batch_norm))
                 blocks.append(name)
                 channels = out
         self.bn_out = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()

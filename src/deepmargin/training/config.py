@@ -160,7 +160,8 @@ class TrainConfig:
             ``ce_weight`` times cross-entropy).
         hinge_margin, hinge_ce_weight: options of the hinge baseline (1.0 and 0.1).
         layers: margin layers (names of ``model.named_modules()`` or ``"input"``); ``None``
-            (default) resolves to ``["input", *model.hidden_layers]`` (input and all hidden layers).
+            (default) resolves to :func:`deepmargin.training.default_margin_layers`: the model's
+            ``margin_layers`` if it has them (``wrn``), else ``["input", *model.hidden_layers]``.
         gamma: margin per layer (one float or one per layer). alpha: clipping (``None``: none).
         top_k, norm (``p``: 1, 2, ``inf`` or a real >= 1), aggregation (``"max"``/``"sum"``),
         layer_weights, epsilon, approximate, scores (``"logits"``/``"softmax"``),
