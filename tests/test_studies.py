@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import math
 import os
 import random
 import signal
@@ -52,7 +54,6 @@ def tiny(tmp_path: Path, **changes) -> StudyOptions:
         dataset=small_digits(tmp_path / "digits-small.npz"),
         studies=("noisy-labels", "limited-data", "adversarial"), losses=("ce", "margin-l2"), seeds=(0, 1), grid=str(grid),
         epochs=1, noise_levels=(0.0, 0.4), fractions=(1.0, 0.3), eps=(0.0, 0.05), noise_std=(0.0, 0.1), snr_db=(20.0,),
-        attack_n=100,
     )
     values.update(changes)
     return StudyOptions(**values)
@@ -221,9 +222,10 @@ def test_a_study_writes_rows_plots_and_a_report(reference):
     adv = [r for r in rows if r["study"] == "adversarial"]
     assert {(r["attack"], r["box"]) for r in adv} == {("fgsm", "white"), ("fgsm", "black"), ("ifgsm", "white"),
                                                      ("ifgsm", "black"), ("noise-std", "none"), ("noise-snr", "none")}
+    clean = {(r["loss"], r["seed"]): r["test_acc"] for r in noisy if r["label_noise"] == 0.0}
     for r in adv:  # the clean accuracy of the attacked models is the noisy-labels study's noise-0 accuracy
-        if r["eps"] == 0.0 and r["attack"] in ("fgsm", "ifgsm"):
-            assert r["n_test"] == 100
+        if r["eps"] == 0.0 and r["attack"] in ("fgsm", "ifgsm", "noise-std"):
+            assert r["n_test"] == 150 and r["test_acc"] == clean[(r["loss"], r["seed"])]
     black_ce = [r for r in adv if r["box"] == "black" and r["loss"] == "ce"]
     white_ce = {(r["attack"], r["eps"], r["seed"]): r["test_acc"] for r in adv if r["box"] == "white" and r["loss"] == "ce"}
     assert all(white_ce[(r["attack"], r["eps"], r["seed"])] == r["test_acc"] for r in black_ce)  # ce attacks itself
@@ -235,7 +237,8 @@ def test_a_study_writes_rows_plots_and_a_report(reference):
     study = json.loads((out / "study.json").read_text())
     assert study["grid"]["margin"]["gamma"]["2"] == [0.3, 1.2] and "torch" in study["versions"]
     text = (out / "report.md").read_text()
-    for part in ("Noisy labels", "Limited training data", "Adversarial", "vs ce", "chosen on validation", "beside the paper"):
+    for part in ("Noisy labels", "Limited training data", "Adversarial", " ce on average", "chosen on validation",
+                 "beside the paper"):
         assert part in text
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 4 and "src=\"figures" not in page
@@ -275,7 +278,8 @@ def test_shards_together_equal_the_unsharded_run(reference, tmp_path):
 
 
 def test_the_choice_of_hyperparameters_never_reads_the_test_split(tmp_path):
-    """The same study on a copy of digits whose test labels are shuffled chooses the same configurations."""
+    """The same study on a copy of digits whose test labels are shuffled chooses the same configurations
+    (4 grid points per preset, so a choice that read the test split would show)."""
     bundle = load_dataset("digits", val_size=0.0, seed=0)
     files = {}
     for name, y_test in (("clean", bundle.test.y), ("shuffled", bundle.test.y[torch.randperm(len(bundle.test.y), generator=torch.Generator().manual_seed(3))])):
@@ -285,9 +289,13 @@ def test_the_choice_of_hyperparameters_never_reads_the_test_split(tmp_path):
         files[name] = path
     chosen = {}
     for name, path in files.items():
-        options = tiny(tmp_path, dataset=str(path), studies=("noisy-labels",), noise_levels=(0.0, 0.4), seeds=(0,))
+        grid = tmp_path / "grid4.json"
+        grid.write_text(json.dumps({"margin": {"gamma": {"2": [0.3, 1.2]}, "dropout": [0.0, 0.5]},
+                                    "default": {"dropout": [0.0, 0.5], "lr": [0.02, 0.1]}}))
+        options = tiny(tmp_path, dataset=str(path), studies=("noisy-labels",), noise_levels=(0.0, 0.4), seeds=(0,),
+                       grid=str(grid))
         result = run_study(options, tmp_path / name, report=False)
-        chosen[name] = [(r["loss"], r["label_noise"], r["hp"], r["val_acc"]) for r in result.rows]
+        chosen[name] = [(r["loss"], r["label_noise"], r["run"], r["val_acc"]) for r in result.rows]
         accs = [r["test_acc"] for r in result.rows]
         chosen[name + "_acc"] = accs
     assert chosen["clean"] == chosen["shuffled"]
@@ -337,7 +345,9 @@ def test_a_sigkilled_study_resumes_without_recomputing_or_losing_a_cell(referenc
         if cell.kind == "train":
             epochs = [json.loads(line)["epoch"] for line in (out / cell.id / "metrics.jsonl").read_text().splitlines()]
             assert epochs == list(range(1, cell.config["epochs"] + 1))
-    assert not list(out.rglob(".lock"))
+    for lock in out.rglob(".lock"):  # the killed process's locks went with it
+        with open(lock, "a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 @pytest.mark.slow
@@ -376,3 +386,89 @@ def test_an_edited_grid_file_is_refused(tmp_path):
     (tmp_path / "grid.json").write_text(json.dumps({"margin": {"gamma": {"2": [9.0]}}, "default": {"dropout": [0.0, 0.5]}}))
     with pytest.raises(ValueError, match="grid of the study .* changed"):
         run_study(options, tmp_path / "s", report=False)
+    before = (tmp_path / "s" / "rows.jsonl").read_text()
+    assert merge_and_report(tmp_path / "s")["missing"] == 0  # the report uses the saved grid
+    assert (tmp_path / "s" / "rows.jsonl").read_text() == before
+
+
+def test_every_built_in_protocol_resolves_its_cells():
+    from deepmargin.experiments.studies import _train_config
+
+    for name, protocol in PROTOCOLS.items():
+        for preset in PRESETS.values():
+            config = _train_config(protocol, StudyOptions(dataset=name), preset, {}, 0.2, 0.1, 0, 10, ("dropout",))
+            assert config["dataset"] == name and config["model"] == protocol.model
+            if preset.fields.get("loss") == "margin":  # no grid gamma: the protocol's base value for the norm
+                key = "inf" if config["norm"] == "inf" else f"{config['norm']:g}"
+                assert config["gamma"] == protocol.gamma_base[key]
+    assert round(PROTOCOLS["mnist"].val_size * 60000) == 5000
+
+
+def test_a_diverging_grid_point_is_recorded_and_never_chosen(tmp_path):
+    grid = tmp_path / "lr.json"
+    grid.write_text(json.dumps({"default": {"lr": [0.05, 1e12]}}))
+    options = tiny(tmp_path, studies=("noisy-labels",), losses=("ce",), seeds=(0,), noise_levels=(0.0,), grid=str(grid))
+    result = run_study(options, tmp_path / "s", report=False)
+    diverged = [c for c in result.ran if json.loads((tmp_path / "s" / c / "results.json").read_text()).get("status") == "diverged"]
+    assert len(diverged) == 1 and "lr1e+12" in diverged[0]
+    assert [r["hp"] for r in result.rows] == ["lr0.05"]
+    assert run_study(options, tmp_path / "s", report=False).ran == []
+
+
+def test_snr_levels_must_be_finite():
+    with pytest.raises(ValueError, match="'snr_db'"):
+        StudyOptions(snr_db=(20.0, math.inf))
+
+
+def test_overwrite_with_a_shard_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="other shards' work"):
+        run_study(tiny(tmp_path), tmp_path / "s", shard=(1, 2), overwrite=True)
+
+
+def test_a_finished_cell_with_another_configuration_is_refused(tmp_path):
+    options = tiny(tmp_path, studies=("noisy-labels",), losses=("ce",), seeds=(0,), noise_levels=(0.0,))
+    result = run_study(options, tmp_path / "s", report=False)
+    path = tmp_path / "s" / result.ran[0] / "results.json"
+    data = json.loads(path.read_text())
+    data["config"]["lr"] = 123.0
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="trained with another configuration.*lr: 123.0"):
+        run_study(options, tmp_path / "s", report=False)
+
+
+def test_black_box_rows_are_attacks_crafted_on_the_ce_model(reference):
+    """An independent computation: IFGSM crafted on the chosen ce model, evaluated on the chosen margin model."""
+    from deepmargin.attacks import IFGSM
+    from deepmargin.training.checkpoint import load_model
+
+    root, options, result = reference
+    rows = [r for r in result.rows if r["study"] == "adversarial" and r["attack"] == "ifgsm" and r["eps"] == 0.05 and r["seed"] == 0]
+    margin = next(r for r in rows if r["loss"] == "margin-l2" and r["box"] == "black")
+    ce_run = next(r for r in rows if r["loss"] == "ce")["run"]
+    model, meta = load_model(result.out_dir / margin["run"] / "best.pt")
+    source, _ = load_model(result.out_dir / ce_run / "best.pt")
+    bundle = load_dataset(meta["config"]["dataset"], val_size=0.0, seed=0)
+    x_adv = IFGSM(eps=0.05)(source.eval(), bundle.test.x, bundle.test.y)
+    with torch.no_grad():
+        expected = (model.eval()(x_adv).argmax(1) == bundle.test.y).double().mean().item()
+    assert margin["test_acc"] == pytest.approx(expected, abs=1e-12) and margin["source"] == "ce"
+    white = next(r for r in rows if r["loss"] == "margin-l2" and r["box"] == "white")
+    assert white["test_acc"] != margin["test_acc"] or white["test_acc"] == 1.0
+
+
+def test_paper_comparisons_pair_by_setting_and_seed_and_adversarial_models_meet_ce_adv():
+    from deepmargin.reports.study import _ours, _verdict
+
+    rows = []
+    for seed in (0, 1):
+        for noise, ce, margin in ((0.0, 0.9, 0.9), (0.8, 0.3, 0.5)):
+            for loss, acc in (("ce", ce), ("margin-l2", margin)):
+                rows.append({"study": "noisy-labels", "loss": loss, "label_noise": noise, "train_fraction": 1.0,
+                             "attack": "none", "box": "none", "eps": None, "seed": seed, "test_acc": acc})
+    assert _ours(rows, "noisy-labels", "margin-l2", "label_noise>0", "minus ce") == "+20.0 ± 0.0"
+    assert _ours(rows, "noisy-labels", "margin-l2", "label_noise=0", "accuracy") == "90.0 ± 0.0"
+    adv = [{"study": "adversarial", "loss": loss, "label_noise": 0.0, "train_fraction": 1.0, "attack": "ifgsm", "box": "black",
+            "eps": 0.1, "seed": 0, "test_acc": acc} for loss, acc in (("ce", 0.2), ("ce-adv", 0.6), ("margin-linf-adv", 0.5))]
+    (line,) = _verdict(adv, "eps", ["ce", "ce-adv", "margin-linf-adv"], "eps")
+    assert "did not beat ce-adv" in line and "-10.0" in line
+    assert _ours(adv, "adversarial", "best margin", "ifgsm black eps=0.1", "accuracy") == "not run"

@@ -25,13 +25,13 @@ def _fraction(text: str) -> float:
 
 
 def _snr(text: str) -> float:
-    """argparse type: an SNR in dB (a float, or inf for no noise)."""
+    """argparse type: an SNR in dB, a finite float >= 0."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a float in dB (or inf). Got {text!r} instead.") from None
-    if value != value or value == float("-inf"):
-        raise argparse.ArgumentTypeError(f"must be a float in dB (or inf). Got {text!r} instead.")
+        value = -1.0
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite float >= 0 (dB). Got {text!r} instead.")
     return value
 
 

@@ -17,7 +17,7 @@ from types import ModuleType
 SUBCOMMANDS = ("train", "evaluate", "attack", "robustness", "experiment", "report", "demo", "layers")
 
 #: Errors that come from bad user input; they are reported in one line instead of a traceback.
-USER_ERRORS = (ValueError, TypeError, OSError)
+USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
 
 #: Parts of the messages torch raises (RuntimeError, AssertionError) for a device this machine or
 #: torch build cannot use; such errors are user errors too (a bad ``--device``), others are bugs.
@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_device_option(args)
         return int(modules[args.command].run(args) or 0)
     except (*USER_ERRORS, RuntimeError, AssertionError) as exc:
-        if args.verbose >= 2 or not (isinstance(exc, USER_ERRORS) or _is_device_error(exc)):
+        user = isinstance(exc, USER_ERRORS) or _is_device_error(exc) or getattr(exc, "user_error", False)
+        if args.verbose >= 2 or not user:
             raise
         print(f"deepmargin {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -11,15 +11,19 @@ A study directory holds::
     report.md, report.html, figures/ the report (:mod:`deepmargin.reports.study`)
 
 Safety: a cell is finished when its result file exists (``results.json`` / ``rows.json``, written
-atomically last); finished cells are never recomputed, an interrupted training cell resumes from
-its ``last.pt`` (the same numbers as an uninterrupted run), an interrupted evaluation cell starts
-again. While a process works on a cell it holds ``CELL/.lock`` (host and pid); a lock left by a
-dead process on the same host is taken over, a live one is waited for.
+atomically last) and records the cell's configuration; finished cells are never recomputed, an
+interrupted training cell resumes from its ``last.pt`` (the same numbers as an uninterrupted run on
+CPU; on GPU up to nondeterministic kernels), an interrupted evaluation cell starts again. While a
+process works on a cell it holds an ``flock`` on ``CELL/.lock`` (the kernel releases it when the
+process dies); other processes skip the cell and come back to it. ``study.json`` is read and
+extended under ``.study.lock``. A training cell whose loss diverges is recorded as such and never
+chosen.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -28,14 +32,15 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_text
-from ..training.records import write_json, write_rows
+from ..training.records import _clean, write_json, write_rows
 from .studies import ROW_COLUMNS, STUDIES, Cell, Plan, StudyOptions, build_plan, study_rows
 
 __all__ = [
@@ -150,7 +155,9 @@ def _versions() -> dict[str, str]:
 
 
 def _options_key(options: StudyOptions) -> dict[str, Any]:
-    return {k: v for k, v in options.to_dict().items() if k not in FREE_OPTIONS}
+    """The options that must match, as they read back from ``study.json`` (a JSON round trip)."""
+    plain = json.loads(json.dumps(_clean(options.to_dict())))
+    return {k: v for k, v in plain.items() if k not in FREE_OPTIONS}
 
 
 def _prepare_dir(out: Path, options: StudyOptions, overwrite: bool) -> tuple[str, ...]:
@@ -190,63 +197,46 @@ def _check_resolved(out: Path, plan: Plan) -> None:
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
     now = plan.describe()
-    for key in ("grid", "presets"):
-        old, new = saved.get(key), now[key]
-        if key == "presets" and isinstance(old, dict):
+    for key in ("grid", "presets", "protocol", "data"):
+        old, new = saved.get(key), json.loads(json.dumps(_clean(now[key])))
+        if key in ("presets", "data") and isinstance(old, dict):
             common = set(old) & set(new)
             old, new = {k: old[k] for k in common}, {k: new[k] for k in common}
         if old is not None and json.loads(json.dumps(old)) != json.loads(json.dumps(new)):
             raise ValueError(
-                f"The {key} of the study in {str(out)!r} changed since it was started (a grid or preset file was edited): "
-                f"{json.dumps(old)} (saved) != {json.dumps(new)} (now). Restore the file, use another --out, or --overwrite."
+                f"The {key} of the study in {str(out)!r} changed since it was started (a grid, preset or data file was "
+                f"edited, or another deepmargin version): {json.dumps(old)} (saved) != {json.dumps(new)} (now). "
+                "Restore it, use another --out, or --overwrite."
             )
 
 
 # -- locks ------------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+@contextlib.contextmanager
+def _locked(path: Path, *, blocking: bool) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created, never deleted) for the ``with`` block.
 
-
-def _take_lock(cell_dir: Path) -> bool:
-    """Create ``cell_dir/.lock`` for this process; False while another live process holds it."""
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    lock = cell_dir / ".lock"
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
-    for _ in range(2):
+    Yields False, without waiting, when another process holds it and ``blocking`` is False. The
+    kernel drops the lock when its holder dies (SIGKILL, power loss of that process's host on
+    NFS after the lease), so a lock is never left behind. The file itself stays (deleting a lock
+    file while another process waits on it would let two processes hold "the" lock).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                holder = {}
-            same_host = holder.get("host") == me["host"]
-            if same_host and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"]):
-                with contextlib.suppress(FileNotFoundError):
-                    lock.unlink()  # left by a process that died (SIGKILL, power loss): take it over
-                continue
-            if not holder:  # unreadable: a writer died between create and write
-                with contextlib.suppress(FileNotFoundError):
-                    lock.unlink()
-                continue
-            return False
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(me))
-        return True
-    return False
-
-
-def _release_lock(cell_dir: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (cell_dir / ".lock").unlink()
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}))
+            handle.flush()
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # -- cells --------------------------------------------------------------------------------------
@@ -263,11 +253,19 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+class CellError(RuntimeError):
+    """A cell of a study failed (its id and the reason are in the message); a user-level error."""
+
+    user_error = True
+
+
 def run_cell(out: str, cell: dict[str, Any], dataset_label: str, threads: int) -> dict[str, Any]:
     """Compute one cell in this process (a worker's entry point); returns ``{"status", "seconds"}``.
 
-    ``status`` is ``"done"`` (computed now), ``"found"`` (already finished) or ``"locked"``
-    (another live process works on it).
+    ``status`` is ``"done"`` (computed now), ``"found"`` (already finished), ``"locked"``
+    (another live process works on it) or ``"diverged"`` (the training loss became NaN or
+    infinite: recorded in ``results.json`` with no accuracy, so the grid point is never chosen
+    and a rerun does not try it again).
     """
     _set_threads(threads)
     root = Path(out)
@@ -276,22 +274,40 @@ def run_cell(out: str, cell: dict[str, Any], dataset_label: str, threads: int) -
     if result_path.exists():
         return {"status": "found", "seconds": 0.0}
     cell_dir = root / the_cell.id
-    if not _take_lock(cell_dir):
-        return {"status": "locked", "seconds": 0.0}
     tic = time.perf_counter()
-    try:
+    with _locked(cell_dir / ".lock", blocking=False) as mine:
+        if not mine:
+            return {"status": "locked", "seconds": 0.0}
         if result_path.exists():
             return {"status": "found", "seconds": 0.0}
-        if the_cell.kind == "train":
-            from ..training import TrainConfig, train
+        status = "done"
+        try:
+            if the_cell.kind == "train":
+                from ..training import TrainConfig, train
 
-            train(TrainConfig.from_dict(the_cell.config), cell_dir, resume=None, progress=False, verbose=False)
-        else:
-            rows = _evaluate(root, the_cell, dataset_label)
-            write_json(result_path, {"rows": rows, "seconds": time.perf_counter() - tic})
-    finally:
-        _release_lock(cell_dir)
-    return {"status": "done", "seconds": time.perf_counter() - tic}
+                try:
+                    train(TrainConfig.from_dict(the_cell.config), cell_dir, resume=None, progress=False, verbose=False)
+                except FloatingPointError as exc:
+                    status = "diverged"
+                    write_json(result_path, {"status": "diverged", "error": str(exc), "config": the_cell.config,
+                                             "best_val_acc": None, "test_acc": None, "test_acc_best": None,
+                                             "seconds_total": time.perf_counter() - tic})
+                    logger.warning("%s diverged (%s); it is never chosen", the_cell.id, exc)
+            else:
+                rows = _evaluate(root, the_cell, dataset_label)
+                write_json(result_path, {"rows": rows, "seconds": time.perf_counter() - tic})
+        except (CellError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise CellError(f"Cell {the_cell.id!r} of the study in {out!r} failed: {type(exc).__name__}: {exc}") from exc
+    return {"status": status, "seconds": time.perf_counter() - tic}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CellError(f"The result file {str(path)!r} cannot be read ({exc}); delete it to recompute that cell.") from exc
 
 
 def _read_results(root: Path, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -299,7 +315,7 @@ def _read_results(root: Path, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     for cell_id in ids:
         path = root / cell_id / "results.json"
         if path.exists():
-            out[cell_id] = json.loads(path.read_text(encoding="utf-8"))
+            out[cell_id] = _read_json(path)
     return out
 
 
@@ -317,13 +333,17 @@ def _evaluate(root: Path, cell: Cell, dataset_label: str) -> list[dict[str, Any]
     chosen = select_runs(results, spec["candidates"])
     source_id = select_runs(results, spec["source_candidates"])
     if chosen is None or source_id is None:
-        raise RuntimeError(f"Cell {cell.id!r} started before its training cells finished: {sorted(set(cell.deps) - set(results))}.")
+        raise CellError(f"Cell {cell.id!r} started before its training cells finished: {sorted(set(cell.deps) - set(results))}.")
+    if results[chosen].get("test_acc_best") is None or results[source_id].get("test_acc_best") is None:
+        logger.warning("%s: every grid point of %s or of its source diverged; nothing to attack", cell.id, spec["loss"])
+        return []
     device = torch.device(spec["device"])
     model, meta = load_model(root / chosen / "best.pt", map_location="cpu")
     source, _ = load_model(root / source_id / "best.pt", map_location="cpu")
     model, source = model.to(device).eval(), source.to(device).eval()
     config = meta["config"]
-    bundle = load_dataset(config["dataset"], root=config.get("data_root"), val_size=0.0, seed=0)
+    data_root = spec.get("data_root") or config.get("data_root")
+    bundle = load_dataset(config["dataset"], root=data_root, val_size=0.0, seed=0)
     x, y = bundle.test.x, bundle.test.y
     if spec["attack_n"] is not None:
         x, y = x[: spec["attack_n"]], y[: spec["attack_n"]]
@@ -374,7 +394,7 @@ def collect_rows(plan: Plan, out: str | os.PathLike[str], *, groups: set | None 
         if cell.kind == "eval":
             path = cell_result_path(root, cell)
             if path.exists():
-                eval_rows[cell.id] = json.loads(path.read_text(encoding="utf-8"))["rows"]
+                eval_rows[cell.id] = _read_json(path)["rows"]
     return study_rows(plan, results, eval_rows, groups=groups)
 
 
@@ -421,7 +441,7 @@ class _Progress:
 
     def finished(self, cell: Cell, seconds: float, status: str) -> None:
         self.done += 1
-        if status == "done":
+        if status in ("done", "diverged"):
             self.durations.append(seconds)
         if self.live:
             self.draw()
@@ -478,16 +498,22 @@ def run_study(
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"The 'jobs' parameter of run_study must be an int >= 1. Got {jobs!r} instead.")
+    if overwrite and shard is not None:
+        raise ValueError(
+            "The 'overwrite' parameter of run_study (--overwrite) must be False with a shard: it would delete the other "
+            f"shards' work. Got overwrite=True with shard {shard[0]}/{shard[1]} instead; delete the folder first."
+        )
     tic = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    held = _prepare_dir(out, options, overwrite)
-    plan = build_plan(_with_studies(options, held))
-    _check_resolved(out, plan)
-    describe = {"format": _FORMAT, **plan.describe(), "versions": _versions()}
-    describe["options"]["studies"] = list(held)
-    write_json(out / "study.json", describe)
-    write_json(out / "cells.json", {"cells": [c.to_dict() for c in plan.cells.values()]})
+    with _locked(out / ".study.lock", blocking=True):  # concurrent runs read and extend study.json one at a time
+        held = _prepare_dir(out, options, overwrite)
+        plan = build_plan(_with_studies(options, held))
+        _check_resolved(out, plan)
+        describe = {"format": _FORMAT, **plan.describe(), "versions": _versions()}
+        describe["options"]["studies"] = list(held)
+        write_json(out / "study.json", describe)
+        write_json(out / "cells.json", {"cells": [c.to_dict() for c in plan.cells.values()]})
 
     cells = _needed(plan, options.studies)
     groups = None
@@ -495,8 +521,14 @@ def run_study(
         owner = assign_shards(list(plan.cells.values()), shard[1])
         groups = {g for g, s in owner.items() if s == shard[0]}
         cells = [c for c in cells if c.group in groups]
+        if not groups:
+            logger.warning(
+                "shard %d/%d has no work: the grid splits into %d groups (label noise x fraction x seed); use at most "
+                "that many shards", shard[0], shard[1], len(owner),
+            )
     threads = max(1, usable_cpus() // jobs)
     finished = {c.id for c in cells if cell_result_path(out, c).exists()}
+    _check_finished(out, [c for c in cells if c.id in finished])
     reused = sorted(finished)
     ran: list[str] = []
     display = _Progress(len(cells), len(finished), jobs, progress)
@@ -528,6 +560,23 @@ def run_study(
     return StudyResult(out, rows, ran, reused, shard, time.perf_counter() - tic, files)
 
 
+def _check_finished(out: Path, cells: Sequence[Cell]) -> None:
+    """Refuse finished training cells whose recorded configuration is not the cell's (never reuse another run)."""
+    from ..training.config import RESUME_FREE_KEYS, config_differences
+
+    for cell in cells:
+        if cell.kind != "train":
+            continue
+        saved = _read_json(cell_result_path(out, cell)).get("config") or {}
+        diff = config_differences(saved, cell.config, ignore=RESUME_FREE_KEYS | {"layers"})
+        if diff:
+            lines = "; ".join(f"{k}: {a!r} (saved) != {b!r} (now)" for k, (a, b) in diff.items())
+            raise ValueError(
+                f"The finished cell {cell.id!r} in {str(out)!r} was trained with another configuration ({lines}). "
+                "Use another --out, or --overwrite to start the study again."
+            )
+
+
 def _with_studies(options: StudyOptions, studies: Sequence[str]) -> StudyOptions:
     import dataclasses
 
@@ -553,7 +602,7 @@ def _schedule(
             logger.info("%s is being computed by another process; waiting for it", cell.id)
             return
         finished.add(cell.id)
-        if outcome["status"] == "done":
+        if outcome["status"] in ("done", "diverged"):
             ran.append(cell.id)
         display.finished(cell, outcome["seconds"], outcome["status"])
 
@@ -595,7 +644,14 @@ def _schedule(
                 done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in done:
                     cell = running.pop(future)
-                    record(cell, future.result())
+                    try:
+                        outcome = future.result()
+                    except BrokenProcessPool as exc:
+                        raise CellError(
+                            f"A worker process died while computing cell {cell.id!r} (out of memory, or killed): {exc}. "
+                            "Run the same command again to continue; use fewer --jobs if memory is short."
+                        ) from exc
+                    record(cell, outcome)
                 display.running = len(running)
         except BaseException:
             for future in running:
@@ -610,7 +666,7 @@ def _stalled(waiting: Sequence[Cell], finished: set[str]) -> None:
     for cell in waiting:
         missing = [d for d in cell.deps if d not in finished and d not in ids]
         if missing:
-            raise RuntimeError(f"Cell {cell.id!r} depends on cells that are not part of this run: {missing}.")
+            raise CellError(f"Cell {cell.id!r} depends on cells that are not part of this run: {missing}.")
 
 
 def options_from_dict(data: Mapping[str, Any]) -> StudyOptions:
@@ -632,9 +688,9 @@ def load_plan(out_dir: str | os.PathLike[str]) -> Plan:
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
         options = options_from_dict(saved["options"])
+        return build_plan(options, saved=saved)
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{str(path)!r} is not a study file written by deepmargin ({exc}).") from exc
-    return build_plan(options)
+        raise ValueError(f"{str(path)!r} is not a study file written by deepmargin ({type(exc).__name__}: {exc}).") from exc
 
 
 def merge_and_report(out_dir: str | os.PathLike[str], *, report: bool = True) -> dict[str, Path]:

@@ -69,7 +69,8 @@ class Protocol:
         dataset: the dataset name (or ``"generic"`` for a user's .npz and the toy sets).
         model, model_kwargs: architecture of every model.
         epochs: epochs of a full-data run (``--epochs`` overrides).
-        batch_size, val_size: as in TrainConfig (``val_size`` a fraction or a count).
+        batch_size, val_size: as in TrainConfig (``val_size`` a fraction of the training set; MNIST's
+            5,000 of 60,000 is ``5000 / 60000``, which the stratified split rounds back to 5,000).
         lr: learning rate per optimiser.
         optimizer: optimiser per family (``"default"``, ``"margin"``) when the grid does not search it.
         lr_schedule, lr_decay: learning-rate schedule of every run.
@@ -123,14 +124,14 @@ class Protocol:
 PROTOCOLS: dict[str, Protocol] = {
     "digits": Protocol("digits", "digits_cnn"),
     "mnist": Protocol(
-        "mnist", "mnist_cnn", epochs=20, batch_size=128, val_size=5000,
+        "mnist", "mnist_cnn", epochs=20, batch_size=128, val_size=5000 / 60000,
         lr={"sgd": 0.01, "rmsprop": 1e-3, "adam": 1e-3}, lr_schedule="exponential", lr_decay=0.95,
         gamma_base={"1": 15.0, "2": 2.0, "inf": 0.1}, adv_eps=0.3,
         fractions=(1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.0025, 0.00125), max_epoch_scale=50.0,
         eps=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
     ),
     "fashion-mnist": Protocol(
-        "fashion-mnist", "mnist_cnn", epochs=20, batch_size=128, val_size=5000,
+        "fashion-mnist", "mnist_cnn", epochs=20, batch_size=128, val_size=5000 / 60000,
         lr={"sgd": 0.01, "rmsprop": 1e-3, "adam": 1e-3}, lr_schedule="exponential", lr_decay=0.95,
         gamma_base={"1": 10.0, "2": 1.0, "inf": 0.05}, adv_eps=0.1,
         fractions=(1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005), max_epoch_scale=50.0,

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..training import TrainConfig
 from .presets import ADVERSARIAL_LOSSES, PAPER_LOSSES, PRESETS, Preset, load_preset_file, preset_family
-from .protocol import Protocol, expand_grid, hp_tag, protocol_for, resolve_grid
+from .protocol import Protocol, _norm_key, expand_grid, hp_tag, protocol_for, resolve_grid
 
 __all__ = [
     "DEFAULT_LOSSES",
@@ -131,7 +131,7 @@ class StudyOptions:
             "fractions": (lambda v: 0.0 < v <= 1.0, "floats in (0, 1]"),
             "eps": (lambda v: 0.0 <= v < math.inf, "finite floats >= 0"),
             "noise_std": (lambda v: 0.0 <= v < math.inf, "finite floats >= 0"),
-            "snr_db": (lambda v: -math.inf < v, "floats in dB (or inf)"),
+            "snr_db": (lambda v: 0.0 <= v < math.inf, "finite floats >= 0 (dB)"),
         }
         for name, (ok, expected) in checks.items():
             value = getattr(self, name)
@@ -281,6 +281,8 @@ def _train_config(
         config["adv_eps"] = float(protocol.adv_eps)
     if config.get("loss") == "margin":
         config["top_k"] = min(int(config.get("top_k", 1)), num_classes - 1)
+        if "gamma" not in fields and "gamma" not in hp:  # a grid without gamma: the protocol's base value
+            config["gamma"] = float(protocol.gamma_base[_norm_key(config.get("norm", 2))])
     scale = min(1.0 / fraction, protocol.max_epoch_scale) if fraction < 1 else 1.0
     config["epochs"] = max(1, int(round(protocol.epochs * scale)))
     config.update(label_noise=float(noise), train_fraction=float(fraction), seed=int(seed))
@@ -297,10 +299,12 @@ def _cost(config: Mapping[str, Any]) -> float:
     return steps * factor
 
 
-def build_plan(options: StudyOptions) -> Plan:
+def build_plan(options: StudyOptions, *, saved: Mapping[str, Any] | None = None) -> Plan:
     """All cells of ``options``, with the configuration of each.
 
-    Loads the dataset once (seed 0) to learn its classes and input shape.
+    Loads the dataset once (seed 0) to learn its classes and input shape. With ``saved`` (a
+    ``study.json``), the grid, the presets and the dataset facts recorded there are used instead of
+    re-reading the grid and preset files and the data (what ``deepmargin report`` does).
 
     Raises:
         ValueError: an unknown preset in ``options.losses`` (the message lists the known ones),
@@ -311,7 +315,11 @@ def build_plan(options: StudyOptions) -> Plan:
 
     if not isinstance(options, StudyOptions):
         raise TypeError(f"The 'options' parameter of build_plan must be a StudyOptions. Got {type(options).__name__} instead.")
-    presets = _load_presets(options.preset_files)
+    if saved is not None:
+        presets = {**PRESETS, **{n: Preset(p["name"], p["fields"], p["description"], p.get("source", "built-in"))
+                                 for n, p in saved["presets"].items()}}
+    else:
+        presets = _load_presets(options.preset_files)
     if options.losses is not None:
         unknown = [name for name in options.losses if name not in presets]
         if unknown:
@@ -319,9 +327,18 @@ def build_plan(options: StudyOptions) -> Plan:
                 f"The --losses option (losses) must name presets among {sorted(presets)} (or a --preset-file). "
                 f"Got unknown {unknown} instead."
             )
-    bundle = load_dataset(options.dataset, root=options.data_root, val_size=0.0, seed=0)
-    protocol = _protocol(options, bundle.input_shape)
-    grid = resolve_grid(options.grid, protocol)
+    if saved is not None:
+        data_info = dict(saved["data"])
+    else:
+        bundle = load_dataset(options.dataset, root=options.data_root, val_size=0.0, seed=0)
+        data_info = {
+            "name": bundle.name, "num_classes": int(bundle.num_classes), "input_shape": list(bundle.input_shape),
+            "bounds": list(bundle.bounds) if bundle.bounds is not None else None, "n_pool": len(bundle.train),
+            "n_test": len(bundle.test), "file_sha1": _file_sha1(options.dataset),
+        }
+    num_classes = int(data_info["num_classes"])
+    protocol = _protocol(options, data_info["input_shape"])
+    grid = resolve_grid(saved["grid"] if saved is not None else options.grid, protocol)
     model_opts = model_options(protocol.model)
     study_losses: dict[str, tuple[str, ...]] = {}
     for study in options.studies:
@@ -337,7 +354,7 @@ def build_plan(options: StudyOptions) -> Plan:
         for hp in expand_grid(grid, name, family, preset.fields.get("norm", 2)):
             if "dropout" in hp and "dropout" not in model_opts:
                 hp = {k: v for k, v in hp.items() if k != "dropout"}
-            config = _train_config(protocol, options, preset, hp, noise, fraction, seed, bundle.num_classes, model_opts)
+            config = _train_config(protocol, options, preset, hp, noise, fraction, seed, num_classes, model_opts)
             cell_id = f"train/{name}/{_setting_tag(noise, fraction)}/{hp_tag(hp)}-seed{seed}"
             if cell_id in cells and cells[cell_id].config != config:  # the same cell reached twice
                 cell_id = f"{cell_id}-{_config_hash(config)}"
@@ -370,20 +387,28 @@ def build_plan(options: StudyOptions) -> Plan:
                 spec = {
                     "loss": name, "seed": int(seed), "eps": list(protocol.eps), "noise_std": list(protocol.noise_std),
                     "snr_db": list(protocol.snr_db), "attack_n": options.attack_n, "device": options.device,
-                    "candidates": own, "source": _SOURCE, "source_candidates": source_ids,
+                    "candidates": own, "source": _SOURCE, "source_candidates": source_ids, "data_root": options.data_root,
                 }
                 cell_id = f"eval/{name}/seed{seed}"
                 cost = 0.2 * sum(cells[c].cost for c in own) / max(len(own), 1)
                 cells[cell_id] = Cell(cell_id, "eval", (0.0, 1.0, int(seed)), spec, tuple(dict.fromkeys(own + source_ids)), cost)
-    label = bundle.name
-    data_info = {
-        "name": label, "num_classes": int(bundle.num_classes), "input_shape": list(bundle.input_shape),
-        "bounds": list(bundle.bounds) if bundle.bounds is not None else None, "n_pool": len(bundle.train),
-        "n_test": len(bundle.test),
-    }
+    label = data_info["name"]
     ordered = dict(sorted(cells.items(), key=lambda kv: kv[1].kind != "train"))
     return Plan(options, protocol, grid, {n: presets[n] for n in _used(study_losses, options)}, label, ordered,
                 candidates, study_losses, data_info)
+
+
+def _file_sha1(dataset: str) -> str | None:
+    """SHA-1 of a user's .npz (so a file replaced under the same name is noticed); None for built-in sets."""
+    from ..data import is_npz_path
+
+    if not is_npz_path(dataset):
+        return None
+    digest = hashlib.sha1()
+    with open(dataset, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _used(study_losses: Mapping[str, Sequence[str]], options: StudyOptions) -> list[str]:
@@ -445,6 +470,8 @@ def study_rows(
         if chosen is None:
             continue
         res = results[chosen]
+        if res.get("test_acc_best") is None:  # every candidate diverged: no model to report
+            continue
         rows.append({
             "study": study, "dataset": label, "loss": name, "label_noise": noise, "train_fraction": fraction,
             "attack": "none", "eps": None, "box": "none", "seed": seed, "test_acc": res["test_acc_best"],
