@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_text", "save_figure"]
+__all__ = ["atomic_write", "atomic_write_text", "read_json_object", "save_figure"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], *, binary: bool = False) -> Path:
@@ -74,3 +74,23 @@ def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = 120) -> Pa
     """Save a matplotlib ``Figure`` atomically, in the format named by the file's suffix."""
     fmt = Path(path).suffix.lstrip(".").lower() or "png"
     return atomic_write(path, lambda handle: fig.savefig(handle, format=fmt, dpi=dpi), binary=True)
+
+
+def read_json_object(path: str | os.PathLike[str], what: str) -> dict:
+    """The JSON object in ``path``; ``what`` names the file in errors (e.g. ``"preset file"``).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not valid JSON, or not a JSON object.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"The {what} {str(path)!r} does not exist.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"The {what} {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"The {what} {str(path)!r} must hold a JSON object. Got a {type(data).__name__} instead.")
+    return data

@@ -28,12 +28,12 @@ file's stem, or its ``"name"`` key.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..io import read_json_object
 from ..training import TrainConfig
 
 __all__ = ["PRESETS", "PAPER_LOSSES", "ADVERSARIAL_LOSSES", "Preset", "load_preset_file", "preset_family"]
@@ -120,16 +120,7 @@ def load_preset_file(path: str | os.PathLike[str]) -> Preset:
         'margin-l2-top3'
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"The preset file {str(path)!r} does not exist.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"The preset file {str(path)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"The preset file {str(path)!r} must hold a JSON object of TrainConfig fields. Got a {type(data).__name__} instead."
-        )
+    data = read_json_object(path, "preset file (a JSON object of TrainConfig fields)")
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"The 'name' of the preset file {str(path)!r} must be a non-empty str without '/'. Got {name!r} instead.")

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..io import read_json_object
+
 __all__ = [
     "GRIDS",
     "Protocol",
@@ -200,12 +202,7 @@ def resolve_grid(grid: str | os.PathLike[str] | Mapping[str, Any], protocol: Pro
         source = f"the grid file {str(path)!r}"
         if path.suffix.lower() != ".json" and not path.exists():
             raise ValueError(f"The 'grid' parameter must be one of {list(GRIDS)} or a JSON file. Got {str(grid)!r} instead.")
-        if not path.is_file():
-            raise FileNotFoundError(f"The grid file {str(path)!r} does not exist.")
-        try:
-            grid = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"The grid file {str(path)!r} is not valid JSON: {exc}") from exc
+        grid = read_json_object(path, "grid file")
     if not isinstance(grid, Mapping):
         raise ValueError(f"{source.capitalize()} must be a JSON object of families -> dimensions. Got {type(grid).__name__} instead.")
     out: dict[str, dict[str, Any]] = {}

@@ -169,7 +169,11 @@ def _noise_figure(rows: Sequence[Mapping[str, Any]], losses: Sequence[str]) -> F
 # -- tables and verdicts ----------------------------------------------------------------------------
 
 
-def _pivot(rows: Sequence[Mapping[str, Any]], x: str, losses: Sequence[str], label: str) -> tuple[list[str], list[dict[str, Any]]]:
+def _loss_table(
+    rows: Sequence[Mapping[str, Any]], x: str, losses: Sequence[str], label: str,
+    cell: Any,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """One line per loss, one column per value of ``x``; ``cell(rows of that loss and value)`` fills it."""
     groups = _by(rows, ("loss", x))
     xs = _order([k[1] for k in groups])
     columns = ["loss", *[f"{label}={v:g}" for v in xs]]
@@ -177,10 +181,17 @@ def _pivot(rows: Sequence[Mapping[str, Any]], x: str, losses: Sequence[str], lab
     for name in losses:
         line: dict[str, Any] = {"loss": name}
         for v, col in zip(xs, columns[1:]):
-            vals = [r["test_acc"] for r in groups.get((name, v), [])]
-            line[col] = _pct(*_mean_std(vals), len(vals)) if vals else ""
+            line[col] = cell(groups.get((name, v), []))
         table.append(line)
     return columns, table
+
+
+def _pivot(rows: Sequence[Mapping[str, Any]], x: str, losses: Sequence[str], label: str) -> tuple[list[str], list[dict[str, Any]]]:
+    def accuracy(group: Sequence[Mapping[str, Any]]) -> str:
+        vals = [r["test_acc"] for r in group]
+        return _pct(*_mean_std(vals), len(vals)) if vals else ""
+
+    return _loss_table(rows, x, losses, label, accuracy)
 
 
 def _paired(rows: Sequence[Mapping[str, Any]], x: str, name: str, reference: str = "ce") -> dict[Any, tuple[float, float, int, int]]:
@@ -235,19 +246,13 @@ def _verdict(rows: Sequence[Mapping[str, Any]], x: str, losses: Sequence[str], l
 
 
 def _chosen_table(rows: Sequence[Mapping[str, Any]], x: str, label: str, losses: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
-    groups = _by(rows, ("loss", x))
-    xs = _order([k[1] for k in groups])
-    columns = ["loss", *[f"{label}={v:g}" for v in xs]]
-    table = []
-    for name in losses:
-        line: dict[str, Any] = {"loss": name}
-        for v, col in zip(xs, columns[1:]):
-            counts: dict[str, int] = {}
-            for r in groups.get((name, v), []):
-                counts[r["hp"]] = counts.get(r["hp"], 0) + 1
-            line[col] = ", ".join(f"{hp} x{n}" if n > 1 else hp for hp, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-        table.append(line)
-    return columns, table
+    def chosen(group: Sequence[Mapping[str, Any]]) -> str:
+        counts: dict[str, int] = {}
+        for r in group:
+            counts[r["hp"]] = counts.get(r["hp"], 0) + 1
+        return ", ".join(f"{hp} x{n}" if n > 1 else hp for hp, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+    return _loss_table(rows, x, losses, label, chosen)
 
 
 def study_tables(rows: Sequence[Mapping[str, Any]], study: str, losses: Sequence[str]) -> list[tuple[str, list[str], list[dict[str, Any]]]]:
