@@ -1,7 +1,10 @@
 """Loss functions: the large-margin loss of Elsayed et al. (2018) and the baselines."""
 
+from .gradient_margin import GradientMarginLoss, gradient_margin_loss
 from .hinge import MulticlassHingeLoss, multiclass_hinge_loss
+from .input_gradient import InputGradientLoss, input_gradient_loss
 from .large_margin import LargeMarginLoss, large_margin_loss, linearized_distances
+from .vat import VATLoss, vat_loss
 
 __all__ = [
     "large_margin_loss",
@@ -9,4 +12,10 @@ __all__ = [
     "LargeMarginLoss",
     "multiclass_hinge_loss",
     "MulticlassHingeLoss",
+    "gradient_margin_loss",
+    "GradientMarginLoss",
+    "input_gradient_loss",
+    "InputGradientLoss",
+    "vat_loss",
+    "VATLoss",
 ]
