@@ -472,3 +472,41 @@ def test_paper_comparisons_pair_by_setting_and_seed_and_adversarial_models_meet_
     (line,) = _verdict(adv, "eps", ["ce", "ce-adv", "margin-linf-adv"], "eps")
     assert "did not beat ce-adv" in line and "-10.0" in line
     assert _ours(adv, "adversarial", "best margin", "ifgsm black eps=0.1", "accuracy") == "not run"
+
+
+def test_overwrite_checks_everything_before_deleting(tmp_path):
+    import dataclasses
+
+    options = tiny(tmp_path, studies=("noisy-labels",), losses=("ce",), seeds=(0,), noise_levels=(0.0,))
+    result = run_study(options, tmp_path / "s", report=False)
+    finished = tmp_path / "s" / result.ran[0] / "results.json"
+    with pytest.raises(FileNotFoundError, match="typo.json"):
+        run_study(dataclasses.replace(options, grid=str(tmp_path / "typo.json")), tmp_path / "s", overwrite=True)
+    with pytest.raises(ValueError, match="unknown \\['nope'\\]"):
+        run_study(dataclasses.replace(options, losses=("nope",)), tmp_path / "s", overwrite=True)
+    assert finished.exists()  # nothing was deleted
+    other = tmp_path / "not-a-study"
+    (other / "train").mkdir(parents=True)
+    (other / "train" / "mine.txt").write_text("keep")
+    run_study(options, other, overwrite=True, report=False)
+    assert (other / "train" / "mine.txt").read_text() == "keep"  # no study.json: nothing of ours to delete
+
+
+def test_a_refused_cell_leaves_study_json_as_it_was(tmp_path):
+    import dataclasses
+
+    options = tiny(tmp_path, studies=("noisy-labels",), losses=("ce",), seeds=(0,), noise_levels=(0.0,))
+    result = run_study(options, tmp_path / "s", report=False)
+    path = tmp_path / "s" / result.ran[0] / "results.json"
+    data = json.loads(path.read_text())
+    data["config"]["epochs"] = 7
+    path.write_text(json.dumps(data))
+    before = (tmp_path / "s" / "study.json").read_text()
+    with pytest.raises(ValueError, match="another configuration"):
+        run_study(dataclasses.replace(options, studies=("limited-data",)), tmp_path / "s", report=False)
+    assert (tmp_path / "s" / "study.json").read_text() == before
+
+
+def test_slurm_arrays_with_gaps_are_refused_clearly():
+    with pytest.raises(ValueError, match="contiguous array"):
+        parse_shard(None, env={"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "3"})

@@ -89,6 +89,12 @@ def parse_shard(text: str | None, *, env: Mapping[str, str] | None = None) -> tu
                 "The SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_MIN / SLURM_ARRAY_TASK_COUNT environment variables must be ints. "
                 f"Got {env.get('SLURM_ARRAY_TASK_ID')!r}, {env.get('SLURM_ARRAY_TASK_MIN')!r}, {env.get('SLURM_ARRAY_TASK_COUNT')!r} instead."
             ) from None
+        if count < 1 or not 1 <= index <= count:
+            raise ValueError(
+                "The Slurm array variables must describe a contiguous array (e.g. --array=0-7): read "
+                f"SLURM_ARRAY_TASK_ID={env['SLURM_ARRAY_TASK_ID']}, SLURM_ARRAY_TASK_MIN={env.get('SLURM_ARRAY_TASK_MIN', '0')}, "
+                f"SLURM_ARRAY_TASK_COUNT={env['SLURM_ARRAY_TASK_COUNT']}, which give shard {index}/{count}. Pass --shard I/N instead."
+            )
         text = f"{index}/{count}"
     parts = str(text).split("/")
     try:
@@ -160,16 +166,32 @@ def _options_key(options: StudyOptions) -> dict[str, Any]:
     return {k: v for k, v in plain.items() if k not in FREE_OPTIONS}
 
 
+def _delete_study(out: Path) -> None:
+    """``--overwrite``: delete what a study wrote in ``out`` -- only when ``out`` holds a study, and
+    never while another process works on one of its cells."""
+    if not (out / "study.json").exists():
+        return
+    for lock in out.rglob(".lock"):
+        with _locked(lock, blocking=False) as free:
+            if not free:
+                raise ValueError(
+                    f"The study in {str(out)!r} cannot be overwritten: another process is computing the cell "
+                    f"{str(lock.parent.relative_to(out))!r} (it holds {str(lock)!r}). Stop it first, or use another --out."
+                )
+    for name in STUDY_FILES:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
 def _prepare_dir(out: Path, options: StudyOptions, overwrite: bool) -> tuple[str, ...]:
-    """Check or create ``out/study.json``; returns the studies the directory holds after this run."""
+    """Check ``out/study.json`` against ``options`` (not with ``overwrite``); returns the studies the
+    directory holds after this run."""
     path = out / "study.json"
     if overwrite:
-        for name in STUDY_FILES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        return tuple(s for s in STUDIES if s in options.studies)
     if not path.exists():
         return tuple(s for s in STUDIES if s in options.studies)
     try:
@@ -199,10 +221,14 @@ def _check_resolved(out: Path, plan: Plan) -> None:
     now = plan.describe()
     for key in ("grid", "presets", "protocol", "data"):
         old, new = saved.get(key), json.loads(json.dumps(_clean(now[key])))
-        if key in ("presets", "data") and isinstance(old, dict):
+        if key == "presets" and isinstance(old, dict):  # what trains, not the descriptions
+            common = set(old) & set(new)
+            old, new = {k: old[k].get("fields") for k in common}, {k: new[k].get("fields") for k in common}
+        elif key == "data" and isinstance(old, dict):
             common = set(old) & set(new)
             old, new = {k: old[k] for k in common}, {k: new[k] for k in common}
-        if old is not None and json.loads(json.dumps(old)) != json.loads(json.dumps(new)):
+        # order matters for the grid (it names the cells and breaks ties): compare the JSON text
+        if old is not None and json.dumps(old) != json.dumps(new):
             raise ValueError(
                 f"The {key} of the study in {str(out)!r} changed since it was started (a grid, preset or data file was "
                 f"edited, or another deepmargin version): {json.dumps(old)} (saved) != {json.dumps(new)} (now). "
@@ -229,6 +255,11 @@ def _locked(path: Path, *, blocking: bool) -> Iterator[bool]:
         except BlockingIOError:
             yield False
             return
+        except OSError as exc:  # e.g. Lustre mounted with noflock, NFS without a lock manager
+            raise OSError(
+                f"Cannot lock {str(path)!r} ({exc}): the file system of the study directory does not support flock. "
+                "Put --out on a file system that does (a local disk, NFS with locking, Lustre with -o flock)."
+            ) from exc
         try:
             handle.seek(0)
             handle.truncate()
@@ -299,7 +330,9 @@ def run_cell(out: str, cell: dict[str, Any], dataset_label: str, threads: int) -
         except (CellError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            raise CellError(f"Cell {the_cell.id!r} of the study in {out!r} failed: {type(exc).__name__}: {exc}") from exc
+            error = CellError(f"Cell {the_cell.id!r} of the study in {out!r} failed: {type(exc).__name__}: {exc}")
+            error.user_error = isinstance(exc, (ValueError, TypeError, OSError, FloatingPointError))
+            raise error from exc
     return {"status": status, "seconds": time.perf_counter() - tic}
 
 
@@ -508,8 +541,12 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     with _locked(out / ".study.lock", blocking=True):  # concurrent runs read and extend study.json one at a time
         held = _prepare_dir(out, options, overwrite)
-        plan = build_plan(_with_studies(options, held))
-        _check_resolved(out, plan)
+        plan = build_plan(_with_studies(options, held))  # every check before anything is deleted or written
+        if overwrite:
+            _delete_study(out)
+        else:
+            _check_resolved(out, plan)
+            _check_finished(out, [c for c in plan.cells.values() if cell_result_path(out, c).exists()])
         describe = {"format": _FORMAT, **plan.describe(), "versions": _versions()}
         describe["options"]["studies"] = list(held)
         write_json(out / "study.json", describe)
@@ -528,7 +565,6 @@ def run_study(
             )
     threads = max(1, usable_cpus() // jobs)
     finished = {c.id for c in cells if cell_result_path(out, c).exists()}
-    _check_finished(out, [c for c in cells if c.id in finished])
     reused = sorted(finished)
     ran: list[str] = []
     display = _Progress(len(cells), len(finished), jobs, progress)
@@ -568,13 +604,39 @@ def _check_finished(out: Path, cells: Sequence[Cell]) -> None:
         if cell.kind != "train":
             continue
         saved = _read_json(cell_result_path(out, cell)).get("config") or {}
-        diff = config_differences(saved, cell.config, ignore=RESUME_FREE_KEYS | {"layers"})
+        now = dict(cell.config)
+        if now.get("loss") == "margin" and now.get("layers") is None:
+            now["layers"] = _default_layers(now)  # what train() resolves None to today
+        ignore = RESUME_FREE_KEYS | ({"layers"} if now.get("loss") != "margin" else set())
+        diff = config_differences(saved, now, ignore=ignore)
         if diff:
             lines = "; ".join(f"{k}: {a!r} (saved) != {b!r} (now)" for k, (a, b) in diff.items())
             raise ValueError(
                 f"The finished cell {cell.id!r} in {str(out)!r} was trained with another configuration ({lines}). "
                 "Use another --out, or --overwrite to start the study again."
             )
+
+
+def _default_layers(config: Mapping[str, Any]) -> list[str] | None:
+    """The default margin layers of a cell's model (None when the model cannot be built here)."""
+    from ..models import build_model
+    from ..training.objective import default_margin_layers
+
+    key = json.dumps([config["model"], config.get("model_kwargs"), config["dataset"]], sort_keys=True)
+    if key not in _LAYER_CACHE:
+        try:
+            from ..data import load_dataset
+
+            bundle = load_dataset(config["dataset"], root=config.get("data_root"), val_size=0.0, seed=0)
+            model = build_model(config["model"], num_classes=bundle.num_classes, input_shape=bundle.input_shape,
+                                **(config.get("model_kwargs") or {}))
+            _LAYER_CACHE[key] = default_margin_layers(model)
+        except (ValueError, TypeError, OSError):
+            _LAYER_CACHE[key] = None
+    return _LAYER_CACHE[key]
+
+
+_LAYER_CACHE: dict[str, list[str] | None] = {}
 
 
 def _with_studies(options: StudyOptions, studies: Sequence[str]) -> StudyOptions:
@@ -644,6 +706,7 @@ def _schedule(
                 done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in done:
                     cell = running.pop(future)
+                    display.running = len(running)
                     try:
                         outcome = future.result()
                     except BrokenProcessPool as exc:

@@ -337,12 +337,17 @@ def build_plan(options: StudyOptions, *, saved: Mapping[str, Any] | None = None)
             "n_test": len(bundle.test), "file_sha1": _file_sha1(options.dataset),
         }
     num_classes = int(data_info["num_classes"])
-    protocol = _protocol(options, data_info["input_shape"])
+    if saved is not None and "protocol" in saved:  # the protocol the study ran with, not today's defaults
+        protocol = Protocol(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["protocol"].items()})
+    else:
+        protocol = _protocol(options, data_info["input_shape"])
     grid = resolve_grid(saved["grid"] if saved is not None else options.grid, protocol)
     model_opts = model_options(protocol.model)
     study_losses: dict[str, tuple[str, ...]] = {}
     for study in options.studies:
         losses = tuple(options.losses) if options.losses is not None else DEFAULT_LOSSES[study]
+        if saved is not None and study in saved.get("study_losses", {}):
+            losses = tuple(saved["study_losses"][study])
         study_losses[study] = losses
     cells: dict[str, Cell] = {}
     candidates: dict[tuple[str, str, float, float, int], list[str]] = {}

@@ -22,9 +22,10 @@ ADV_TRAIN = ("none", "fgsm")
 #: Values of ``TrainConfig.augment`` (see :mod:`deepmargin.training.augment`).
 AUGMENTATIONS = ("none", "crop", "flip", "crop-flip")
 
-#: Keys of :meth:`TrainConfig.to_dict` that may change when a run is resumed (``epochs`` is
+#: Keys of :meth:`TrainConfig.to_dict` that may change when a run is resumed (``val_loss`` only
+#: changes what is logged) (``epochs`` is
 #: handled on its own by :func:`deepmargin.training.train`: a run can be continued to more epochs).
-RESUME_FREE_KEYS = frozenset({"device", "eval_batch_size", "data_root"})
+RESUME_FREE_KEYS = frozenset({"device", "eval_batch_size", "data_root", "val_loss"})
 
 #: The momentum an optimiser uses when ``TrainConfig.momentum`` is ``None`` (Adam takes none).
 DEFAULT_MOMENTUM: dict[str, float] = {"sgd": 0.9, "rmsprop": 0.0}

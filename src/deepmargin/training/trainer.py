@@ -16,7 +16,7 @@ A run directory holds::
 
 Starting :func:`train` again with the same directory continues from ``last.pt`` when the
 configuration matches (and refuses when it does not). The keys of
-:data:`~deepmargin.training.config.RESUME_FREE_KEYS` (device, eval batch size, data folder) may
+:data:`~deepmargin.training.config.RESUME_FREE_KEYS` (device, eval batch size, data folder, val_loss) may
 change. With ``resume=True`` (``--resume``), ``epochs`` may change too: a finished or interrupted
 run continues to the new count (not below the epochs already completed), giving the same numbers
 as a run started with that count, except with the cosine schedule, whose learning rates depend on
