@@ -1,13 +1,16 @@
-"""Cost of one training step with the large-margin loss, relative to cross-entropy.
+"""Cost of one training step with the large-margin loss (and the other gradient-based losses), relative to cross-entropy.
 
 The paper's MNIST CNN (two 5x5 convs with 32 and 64 filters, 2x2 max pools, fc 512, 10 outputs),
 batch 128 of 28x28 inputs, margin on four layers (input, both conv, fc). Each round times every
 configuration once (a few steps each, interleaved), and the ratio to cross-entropy is taken per
 round; the median over rounds is printed, so drifts in machine speed cancel.
 
-Also times the floor's pieces: forward, an activation-only gradient pass, a full backward.
+Also times the floor's pieces: forward, an activation-only gradient pass, a full backward, and
+(``--others``) the double-backpropagation losses: Matyasko & Chau's gradient-difference penalty
+(``gradient_margin_loss``, C x-gradients with create_graph), Finlay & Oberman's J1 / J2 / tulip
+(``input_gradient_loss``, one) and VAT (one power iteration).
 
-    python benchmarks/step_cost.py [--rounds 7] [--steps 3] [--device cpu] [--batch 128]
+    python benchmarks/step_cost.py [--rounds 7] [--steps 3] [--device cpu] [--batch 128] [--others]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from deepmargin import LargeMarginLoss
+from deepmargin.losses import GradientMarginLoss, InputGradientLoss, VATLoss
 from deepmargin.models import build_model
 
 LAYERS = ["input", "relu1", "relu2", "relu3"]
@@ -30,6 +34,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+_OTHERS = {
+    "matyasko": lambda model, **o: GradientMarginLoss(model, C=0.1, **o),
+    "input_gradient": lambda model, **o: InputGradientLoss(model, eps=0.1, **o),
+    "vat": lambda model, **o: VATLoss(model, eps=1.0, **o),
+}
+
+
 def make_step(model, optimizer, kind: str, **options):
     if kind == "ce":
         def step(x, y):
@@ -37,7 +48,10 @@ def make_step(model, optimizer, kind: str, **options):
             F.cross_entropy(model(x), y).backward()
             optimizer.step()
         return step
-    criterion = LargeMarginLoss(model, LAYERS, gamma=[1.0, 2.0, 2.0, 2.0], norm=2, ce_weight=1.0, **options)
+    if kind in _OTHERS:
+        criterion = _OTHERS[kind](model, **options)
+    else:
+        criterion = LargeMarginLoss(model, LAYERS, gamma=[1.0, 2.0, 2.0, 2.0], norm=2, ce_weight=1.0, **options)
 
     def step(x, y):
         optimizer.zero_grad(set_to_none=True)
@@ -93,6 +107,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="2 rounds, 1 step (a smoke run)")
+    parser.add_argument("--others", action="store_true",
+                        help="also the double-backpropagation losses (Matyasko, J1, J2, tulip, VAT)")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.steps = 2, 1
@@ -112,6 +128,14 @@ def main(argv=None) -> None:
         "k1 exact(2nd order)": make_step(model, optimizer, "margin", top_k=1, approximate=False),
         "k9 exact(2nd order)": make_step(model, optimizer, "margin", top_k=9, approximate=False),
     }
+    if args.others:
+        configs.update({
+            "matyasko l2 (C=0.1)": make_step(model, optimizer, "matyasko", norm=2),
+            "J1 (eps=0.1)": make_step(model, optimizer, "input_gradient", norm=1),
+            "J2 (eps=0.1)": make_step(model, optimizer, "input_gradient", norm=2),
+            "tulip (lambda=0.1)": make_step(model, optimizer, "input_gradient", norm=2, lipschitz=0.1),
+            "vat (1 iteration)": make_step(model, optimizer, "vat"),
+        })
     for fn in configs.values():  # warm-up
         fn(x, y)
     times: dict[str, list[float]] = {k: [] for k in configs}
@@ -126,7 +150,7 @@ def main(argv=None) -> None:
 
     print(f"device={device} threads={torch.get_num_threads()} batch={args.batch} torch={torch.__version__} "
           f"rounds={args.rounds} steps/round={args.steps}")
-    print(f"{'configuration':<22} {'ms/step (median)':>17} {'margin/CE (median of per-round ratios)':>40}")
+    print(f"{'configuration':<22} {'ms/step (median)':>17} {'loss/CE (median of per-round ratios)':>40}")
     print(f"{'ce':<22} {1e3 * statistics.median(times['ce']):>17.1f} {'1.00':>40}")
     for k, r in ratios.items():
         print(f"{k:<22} {1e3 * statistics.median(times[k]):>17.1f} {statistics.median(r):>40.2f}")
