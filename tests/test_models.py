@@ -11,7 +11,8 @@ from torch import nn
 from deepmargin.capture import ActivationCapture, list_layers
 from deepmargin.models import MLP, MODELS, DigitsCNN, MnistCNN, build_model, model_options
 
-DEFAULT_SHAPES = {"mnist_cnn": (1, 28, 28), "digits_cnn": (1, 8, 8), "mlp": (1, 8, 8), "wrn": (3, 16, 16)}
+DEFAULT_SHAPES = {"mnist_cnn": (1, 28, 28), "digits_cnn": (1, 8, 8), "mlp": (1, 8, 8), "wrn": (3, 16, 16),
+                  "lenet5": (1, 28, 28), "mlp3x1000": (1, 28, 28)}
 #: The models whose hidden layers are ReLU modules (the wide ResNet's are its residual blocks: tests/test_wrn.py).
 RELU_MODELS = [m for m in MODELS if m != "wrn"]
 

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from .cnn import DigitsCNN, MnistCNN
+from .lenet import MLP3x1000, LeNet5
 from .mlp import MLP
 from .wrn import WideResNet
 
@@ -16,6 +17,8 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "mlp": MLP,
     "digits_cnn": DigitsCNN,
     "wrn": WideResNet,
+    "lenet5": LeNet5,
+    "mlp3x1000": MLP3x1000,
 }
 
 #: Names accepted by :func:`build_model`.
@@ -40,7 +43,9 @@ def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...], **
 
     Args:
         name: one of :data:`MODELS`: ``"mnist_cnn"`` (the paper's MNIST CNN, Elsayed et al. 2018,
-            Section 4.2), ``"mlp"``, ``"digits_cnn"`` or ``"wrn"`` (a wide residual network, Sec. 4.3).
+            Section 4.2), ``"mlp"``, ``"digits_cnn"``, ``"wrn"`` (a wide residual network, Sec. 4.3),
+            ``"lenet5"`` (LeNet-5, H, W >= 16) or ``"mlp3x1000"`` (the MLP 784-1000-1000-1000-10);
+            the last two are the MNIST networks of Matyasko & Chau (2017).
         num_classes: number of output logits (>= 2).
         input_shape: one sample's shape without the batch axis, e.g. ``(1, 28, 28)``.
         **kwargs: model options, e.g. ``dropout=0.5``, ``batch_norm=True``,
