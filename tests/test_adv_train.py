@@ -379,7 +379,7 @@ def test_augment_refuses_non_image_data(tmp_path):
         ({"adv_ratio": 0.0}, r"'adv_ratio' parameter of TrainConfig must be a float in \(0, 1\]\. Got 0.0"),
         ({"adv_ratio": 1.5}, r"'adv_ratio' parameter"),
         ({"adv_weight": 0}, r"'adv_weight' parameter of TrainConfig must be a float > 0\. Got 0 instead"),
-        ({"adv_train": "pgd"}, r"'adv_train' parameter of TrainConfig must be one of \['none', 'fgsm'\]\. Got 'pgd'"),
+        ({"adv_train": "pgd"}, r"'adv_train' parameter of TrainConfig must be one of \['none', 'fgsm', 'l2'\]\. Got 'pgd'"),
         ({"augment": "rotate"}, r"'augment' parameter of TrainConfig must be one of \['none', 'crop', 'flip', 'crop-flip'\]"),
         ({"crop_padding": -1}, r"'crop_padding' parameter of TrainConfig must be an int >= 0\. Got -1"),
         ({"crop_padding": 1.5}, r"'crop_padding' parameter"),

@@ -179,7 +179,7 @@ def test_config_round_trip_and_resolution():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"loss": "svm"}, r"'loss' parameter of TrainConfig must be one of \['ce', 'hinge', 'margin'\]. Got 'svm'"),
+        ({"loss": "svm"}, r"'loss' parameter of TrainConfig must be one of \['ce', 'hinge', 'margin', .*'vat'.*\]. Got 'svm'"),
         ({"optimizer": "lbfgs"}, r"'optimizer' parameter"),
         ({"lr_schedule": "linear"}, r"'lr_schedule' parameter"),
         ({"norm": 0.5}, r"'norm' parameter of TrainConfig must be a real number p >= 1 or 'inf'. Got 0.5"),

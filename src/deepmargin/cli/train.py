@@ -57,7 +57,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--model-kwargs", type=json.loads, metavar="JSON", help='other model options, e.g. \'{"width": 8}\'')
 
     g = p.add_argument_group("loss")
-    g.add_argument("--loss", choices=LOSSES, help="ce, hinge (+ small CE) or margin (+ ce_weight CE); default ce")
+    from ..losses import LOSS_REGISTRY
+
+    g.add_argument("--loss", choices=(*LOSSES, *LOSS_REGISTRY),
+                   help="ce, hinge (+ small CE), margin (+ ce_weight CE) or a registered loss: "
+                   + ", ".join(f"{n} ({spec.summary})" for n, spec in LOSS_REGISTRY.items())
+                   + " (`deepmargin losses` lists their options); default ce")
+    g.add_argument("--loss-option", action="append", default=None, metavar="KEY=VALUE", type=_key_value,
+                   help="an option of a registered loss, e.g. --loss-option C=0.1 --loss-option norm=inf (repeatable)")
     g.add_argument("--hinge-margin", type=positive_float, help="hinge: output margin")
     g.add_argument("--hinge-ce-weight", type=float, help="hinge: weight of the cross-entropy term")
     g.add_argument("--layers", nargs="+", metavar="NAME",
@@ -116,6 +123,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    """argparse type: ``KEY=VALUE`` with VALUE read as JSON when it parses (numbers, true/false), else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE, e.g. C=0.1. Got {text!r} instead.")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
 def _toy_samples(text: str) -> int:
     """argparse type: an int >= 2 (a toy set needs two points at least)."""
     try:
@@ -170,6 +189,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if value is not None:
             model_kwargs[key] = value
     values["model_kwargs"] = model_kwargs
+    if args.loss is not None and args.loss != values.get("loss", "ce"):
+        values.pop("loss_options", None)  # the --config file's options belong to its own loss
+    if args.loss_option:
+        values["loss_options"] = {**dict(values.get("loss_options") or {}), **dict(args.loss_option)}
     for f in dataclasses.fields(TrainConfig):
         if f.name == "model_kwargs" or not hasattr(args, f.name):
             continue

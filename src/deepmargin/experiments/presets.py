@@ -15,6 +15,9 @@ and the hyperparameter grid. The presets of Elsayed et al. (2018), Sec. 4.2::
     margin-linf-input  ... l_inf
     ce-adv             cross-entropy with FGSM adversarial training (Kurakin et al. 2016)
     margin-linf-adv    margin-linf with FGSM adversarial training
+    matyasko-l1/-l2    Matyasko & Chau's hinge + gradient-difference penalty (C = 0.1)
+    j1, j2, tulip      Finlay & Oberman's input-gradient penalties (eps = 0.1; tulip lambda = 0.1)
+    vat                virtual adversarial training (eps = 1)
 
 Margin presets use all ``C - 1`` rival classes (``top_k`` is capped at ``num_classes - 1`` for
 the dataset), the ``max`` aggregation, the first-order approximation, the penalty capped at
@@ -90,6 +93,18 @@ PRESETS["ce-adv"] = Preset("ce-adv", {"loss": "ce", "adv_train": "fgsm"}, "cross
 PRESETS["margin-linf-adv"] = Preset(
     "margin-linf-adv", _margin("inf", False, adv=True), "margin-linf, FGSM adversarial training"
 )
+
+# The other seed methods (registered losses, :mod:`deepmargin.losses.registry`), at their option defaults.
+for _name, _fields, _text in (
+    ("matyasko-l1", {"loss": "matyasko", "loss_options": {"C": 0.1, "norm": 1}}, "Matyasko & Chau, l_1 gradient-difference penalty"),
+    ("matyasko-l2", {"loss": "matyasko", "loss_options": {"C": 0.1, "norm": 2}}, "Matyasko & Chau, l_2 gradient-difference penalty"),
+    ("j1", {"loss": "input_gradient", "loss_options": {"eps": 0.1, "norm": 1}}, "Finlay & Oberman J^1 = CE + eps ||grad_x CE||_1"),
+    ("j2", {"loss": "input_gradient", "loss_options": {"eps": 0.1, "norm": 2}}, "Finlay & Oberman J^2 = CE + eps ||grad_x CE||_2"),
+    ("tulip", {"loss": "input_gradient", "loss_options": {"eps": 0.1, "norm": 2, "lipschitz": 0.1}},
+     "Finlay & Oberman J^{2-Lip} (tulip): J^2 + lambda max_batch ||grad_x CE||_2"),
+    ("vat", {"loss": "vat", "loss_options": {"eps": 1.0}}, "virtual adversarial training (Miyato et al.) + CE"),
+):
+    PRESETS[_name] = Preset(_name, _fields, _text)
 
 #: The paper's eight models (Sec. 4.2), in its order.
 PAPER_LOSSES: tuple[str, ...] = (

@@ -4,6 +4,7 @@ from .gradient_margin import GradientMarginLoss, gradient_margin_loss
 from .hinge import MulticlassHingeLoss, multiclass_hinge_loss
 from .input_gradient import InputGradientLoss, input_gradient_loss
 from .large_margin import LargeMarginLoss, large_margin_loss, linearized_distances
+from .registry import LOSS_REGISTRY, LossOption, LossSpec, register_loss, resolve_loss_options
 from .vat import VATLoss, vat_loss
 
 __all__ = [
@@ -18,4 +19,9 @@ __all__ = [
     "InputGradientLoss",
     "vat_loss",
     "VATLoss",
+    "LOSS_REGISTRY",
+    "LossOption",
+    "LossSpec",
+    "register_loss",
+    "resolve_loss_options",
 ]

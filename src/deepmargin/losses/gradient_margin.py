@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_logits_target, check_positive, check_reduction, param_error
+from .registry import LossOption, LossSpec, as_norm, nonneg_float, norm_choice, positive_float, register_loss
 
 __all__ = ["gradient_margin_loss", "GradientMarginLoss"]
 
@@ -210,3 +211,16 @@ class GradientMarginLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"C={self.C}, norm={self.norm}, margin={self.margin}, reduction={self.reduction!r}"
+
+
+register_loss(LossSpec(
+    name="matyasko",
+    summary="Crammer-Singer hinge + C x max_j ||grad_x f_y - grad_x f_j|| (double backpropagation)",
+    reference="Matyasko & Chau, IJCNN 2017, Theorem IV.2",
+    options=(
+        LossOption("C", 0.1, nonneg_float, "weight of the gradient-difference norm"),
+        LossOption("norm", 2, norm_choice, "norm of the gradient difference: 1 (their l_1), 2 (their l_2) or inf"),
+        LossOption("margin", 1.0, positive_float, "hinge margin"),
+    ),
+    build=lambda model, o: GradientMarginLoss(model, C=o["C"], norm=as_norm(o["norm"]), margin=o["margin"]),
+))

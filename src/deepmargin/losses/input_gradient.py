@@ -17,6 +17,7 @@ from torch import nn
 
 from ._checks import check_logits_target, check_positive, check_reduction, param_error
 from .gradient_margin import check_inputs, check_norm, input_grad, lp_norm
+from .registry import LossOption, LossSpec, as_norm, nonneg_float, norm_choice, register_loss
 
 __all__ = ["input_gradient_loss", "InputGradientLoss"]
 
@@ -153,3 +154,16 @@ class InputGradientLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"eps={self.eps}, norm={self.norm}, lipschitz={self.lipschitz}, "
                 f"reduction={self.reduction!r}")
+
+
+register_loss(LossSpec(
+    name="input_gradient",
+    summary="cross-entropy + eps ||grad_x CE||_norm (+ lipschitz x batch max ||grad_x CE||_2): J1, J2, tulip",
+    reference="Finlay, Oberman & Calder, 2018 (J^1, J^2, J^{2-Lip})",
+    options=(
+        LossOption("eps", 0.1, nonneg_float, "weight of the input-gradient norm"),
+        LossOption("norm", 2, norm_choice, "1 gives J^1 (FGSM training's first-order form), 2 gives J^2"),
+        LossOption("lipschitz", 0.0, nonneg_float, "lambda of the tulip term (batch max of ||grad_x CE||_2)"),
+    ),
+    build=lambda model, o: InputGradientLoss(model, eps=o["eps"], norm=as_norm(o["norm"]), lipschitz=o["lipschitz"]),
+))

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_positive, check_reduction, param_error
+from .registry import LossOption, LossSpec, int_at_least_0, nonneg_float, positive_float, register_loss
 
 __all__ = ["vat_loss", "VATLoss"]
 
@@ -243,3 +244,18 @@ def _check_semi_target(target: object, logits: torch.Tensor, owner: str) -> torc
         raise param_error(owner, "target", f"class indices in [0, {k - 1}] or -1 (unlabelled)",
                           f"a target of {target[bad][0].item()}")
     return target != -1
+
+
+register_loss(LossSpec(
+    name="vat",
+    summary="ce_weight x cross-entropy + KL(p(x) || p(x + r_adv)), r_adv by power iteration",
+    reference="Miyato et al., TPAMI 2018 (virtual adversarial training)",
+    options=(
+        LossOption("eps", 1.0, positive_float, "norm (l_2) of the virtual adversarial perturbation"),
+        LossOption("xi", 1e-6, positive_float, "finite-difference step of the power iteration"),
+        LossOption("power_iterations", 1, int_at_least_0, "power iterations"),
+        LossOption("ce_weight", 1.0, nonneg_float, "weight of the cross-entropy term"),
+    ),
+    build=lambda model, o: VATLoss(model, eps=o["eps"], xi=o["xi"], power_iterations=o["power_iterations"],
+                                   ce_weight=o["ce_weight"]),
+))

@@ -71,8 +71,16 @@ def _sign(grad: Tensor) -> Tensor:
     return grad.sign()
 
 
-#: Perturbation direction of each one-step attack of ``TrainConfig.adv_train``, from the input gradient.
-DIRECTIONS: dict[str, Callable[[Tensor], Tensor]] = {"fgsm": _sign}
+def _unit_l2(grad: Tensor) -> Tensor:
+    """The l_2 steepest-ascent direction ``g / ||g||_2`` per sample (the one-step l_2 attack; 0 where g = 0)."""
+    norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return grad / norms.reshape((-1,) + (1,) * (grad.dim() - 1))
+
+
+#: Perturbation direction of each one-step attack of ``TrainConfig.adv_train``, from the input gradient:
+#: ``"fgsm"`` x + eps sign(g) (l_inf), ``"l2"`` x + eps g / ||g||_2 (Finlay & Oberman's l_2 adversarial
+#: training, the counterpart of the J^2 penalty).
+DIRECTIONS: dict[str, Callable[[Tensor], Tensor]] = {"fgsm": _sign, "l2": _unit_l2}
 
 
 @contextmanager

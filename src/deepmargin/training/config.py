@@ -18,7 +18,7 @@ AGGREGATIONS = ("max", "sum")
 SCORES = ("logits", "softmax")
 #: Values of ``TrainConfig.adv_train``: the one-step attacks of
 #: :mod:`deepmargin.training.adversarial` (adding a method there and here is all it takes).
-ADV_TRAIN = ("none", "fgsm")
+ADV_TRAIN = ("none", "fgsm", "l2")
 #: Values of ``TrainConfig.augment`` (see :mod:`deepmargin.training.augment`).
 AUGMENTATIONS = ("none", "crop", "flip", "crop-flip")
 
@@ -169,6 +169,10 @@ class TrainConfig:
         exact_per_sample (per-sample gradients, for batch norm in training mode): options of
             :func:`deepmargin.losses.large_margin_loss`.
         margin_weight, ce_weight: weights of the margin and cross-entropy terms (1.0 and 1.0).
+        loss_options: options of a loss of :data:`deepmargin.losses.LOSS_REGISTRY` (``"matyasko"``,
+            ``"input_gradient"``, ``"vat"``, ...; ``deepmargin losses`` lists them); stored with every
+            option resolved to its default. Must be empty for ``ce``, ``hinge`` and ``margin``,
+            which keep their own fields above.
 
     Optimisation:
         optimizer: ``"sgd"`` (with momentum), ``"rmsprop"`` or ``"adam"``; lr; momentum (``None``,
@@ -240,6 +244,7 @@ class TrainConfig:
     exact_per_sample: bool = False
     margin_weight: float = 1.0
     ce_weight: float = 1.0
+    loss_options: dict[str, Any] = field(default_factory=dict)
     # optimisation
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -295,7 +300,17 @@ class TrainConfig:
         if not isinstance(self.model_kwargs, Mapping):
             raise _err("model_kwargs", "a dict", self.model_kwargs, TypeError)
         self.model_kwargs = {str(k): _plain(v) for k, v in self.model_kwargs.items()}
-        _choice("loss", self.loss, LOSSES)
+        from ..losses.registry import LOSS_REGISTRY, resolve_loss_options
+
+        _choice("loss", self.loss, (*LOSSES, *LOSS_REGISTRY))
+        if not isinstance(self.loss_options, Mapping):
+            raise _err("loss_options", "a dict of the loss's options", self.loss_options, TypeError)
+        if self.loss in LOSS_REGISTRY:
+            self.loss_options = resolve_loss_options(str(self.loss), _plain(dict(self.loss_options)))
+        elif self.loss_options:
+            raise _err("loss_options", f"empty for loss {self.loss!r} (its options are TrainConfig fields)", self.loss_options)
+        else:
+            self.loss_options = {}
         _choice("aggregation", self.aggregation, AGGREGATIONS)
         _choice("scores", self.scores, SCORES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)

@@ -33,10 +33,13 @@ class Objective:
         layers: the resolved margin layers (``None`` for the other losses).
     """
 
-    def __init__(self, name: str, fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], layers: list[str] | None) -> None:
+    def __init__(
+        self, name: str, fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], layers: list[str] | None,
+        *, needs_input_grad: bool | None = None,
+    ) -> None:
         self.name = name
         self._fn = fn
-        self.needs_input_grad = name == "margin"
+        self.needs_input_grad = name == "margin" if needs_input_grad is None else bool(needs_input_grad)
         self.layers = layers
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -66,9 +69,22 @@ def build_objective(config: TrainConfig, model: nn.Module) -> Objective:
       ``hinge_ce_weight`` (Elsayed et al. 2018, Sec. 4.2, second baseline).
     - ``"margin"``: :class:`deepmargin.losses.LargeMarginLoss` on ``config.layers`` (or
       :func:`default_margin_layers`) with the margin options and ``ce_weight``.
+    - a name of :data:`deepmargin.losses.LOSS_REGISTRY`: its ``build(model, config.loss_options)``.
     """
     if config.loss == "ce":
         return Objective("ce", _on_logits(model, F.cross_entropy), None)
+    from ..losses.registry import LOSS_REGISTRY
+
+    if config.loss in LOSS_REGISTRY:
+        spec = LOSS_REGISTRY[config.loss]
+        criterion = spec.build(model, config.loss_options)
+
+        def registered_fn(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+            with torch.enable_grad():
+                return criterion(x, y)
+
+        return Objective(config.loss, registered_fn if spec.needs_input_grad else criterion, None,
+                         needs_input_grad=spec.needs_input_grad)
     if config.loss == "hinge":
         from ..losses import MulticlassHingeLoss
 
