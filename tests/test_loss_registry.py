@@ -104,3 +104,16 @@ def test_the_new_presets_resolve_in_a_study_plan(tmp_path):
     assert losses == {"matyasko", "input_gradient", "vat"}
     tulip = next(c for c in plan.cells.values() if c.id.startswith("train/tulip/"))
     assert tulip.config["loss_options"] == {"eps": 0.1, "norm": 2, "lipschitz": 0.1}
+
+
+def test_the_reduced_grid_searches_the_weights_of_the_registered_losses():
+    plan = build_plan(StudyOptions(studies=("noisy-labels",), losses=("ce", "matyasko-l2", "tulip", "vat"), seeds=(0,),
+                                   noise_levels=(0.0,)))
+    options = {}
+    for cell in plan.cells.values():
+        options.setdefault(cell.id.split("/")[1], []).append((cell.config["loss_options"], cell.config["model_kwargs"].get("dropout")))
+    assert sorted({o["C"] for o, _ in options["matyasko-l2"]}) == [0.03, 0.1]
+    assert all(o["norm"] == 2 for o, _ in options["matyasko-l2"])
+    assert sorted({o["eps"] for o, _ in options["tulip"]}) == [0.03, 0.1] and all(o["lipschitz"] == 0.1 for o, _ in options["tulip"])
+    assert sorted({o["eps"] for o, _ in options["vat"]}) == [0.5, 2.0]
+    assert {d for _, d in options["vat"]} == {0.0, 0.5} and len(options["ce"]) == 2

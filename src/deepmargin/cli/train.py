@@ -64,7 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    + ", ".join(f"{n} ({spec.summary})" for n, spec in LOSS_REGISTRY.items())
                    + " (`deepmargin losses` lists their options); default ce")
     g.add_argument("--loss-option", action="append", default=None, metavar="KEY=VALUE", type=_key_value,
-                   help="an option of a registered loss, e.g. --loss-option C=0.1 --loss-option norm=inf (repeatable)")
+                   help="an option of a registered loss, e.g. --loss-option C=0.1 --loss-option norm=inf (repeatable); "
+                   + "; ".join(f"{n}: " + ", ".join(f"{o.name}={o.default!r}" for o in spec.options)
+                               for n, spec in LOSS_REGISTRY.items()))
     g.add_argument("--hinge-margin", type=positive_float, help="hinge: output margin")
     g.add_argument("--hinge-ce-weight", type=float, help="hinge: weight of the cross-entropy term")
     g.add_argument("--layers", nargs="+", metavar="NAME",

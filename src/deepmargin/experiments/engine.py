@@ -41,6 +41,7 @@ from typing import Any
 
 from ..io import atomic_write_text
 from ..training.records import _clean, write_json, write_rows
+from .presets import preset_family
 from .studies import ROW_COLUMNS, STUDIES, Cell, Plan, StudyOptions, build_plan, study_rows
 
 __all__ = [
@@ -219,8 +220,12 @@ def _check_resolved(out: Path, plan: Plan) -> None:
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
     now = plan.describe()
+    families = {"default", *plan.presets, *(preset_family(p.fields) for p in plan.presets.values())}
     for key in ("grid", "presets", "protocol", "data"):
         old, new = saved.get(key), json.loads(json.dumps(_clean(now[key])))
+        if key == "grid" and isinstance(old, dict):  # only the families this study's presets use
+            old = {k: v for k, v in old.items() if k in families}
+            new = {k: v for k, v in new.items() if k in families}
         if key == "presets" and isinstance(old, dict):  # what trains, not the descriptions
             common = set(old) & set(new)
             old, new = {k: old[k].get("fields") for k in common}, {k: new[k].get("fields") for k in common}

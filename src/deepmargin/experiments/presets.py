@@ -117,8 +117,14 @@ _META_KEYS = ("name", "description")
 
 
 def preset_family(fields: Mapping[str, Any]) -> str:
-    """``"margin"`` for presets of the large-margin loss, ``"default"`` for the others (the grid's families)."""
-    return "margin" if fields.get("loss") == "margin" else "default"
+    """The grid family of a preset: ``"margin"`` for the large-margin loss, the loss name for a
+    registered loss (``"matyasko"``, ``"input_gradient"``, ``"vat"``), ``"default"`` for the others."""
+    from ..losses import LOSS_REGISTRY
+
+    loss = fields.get("loss")
+    if loss == "margin":
+        return "margin"
+    return str(loss) if loss in LOSS_REGISTRY else "default"
 
 
 def load_preset_file(path: str | os.PathLike[str]) -> Preset:

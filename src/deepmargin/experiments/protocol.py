@@ -6,7 +6,9 @@ value for all layers where margin is applied)", over "stochastic gradient descen
 and RMSProp", chosen on a held-out validation split (5,000 of MNIST's 60,000 images; 10% on
 CIFAR-10). The test split is only ever used to report the chosen models.
 
-A grid maps a *family* -- ``"margin"`` (presets of the large-margin loss), ``"default"`` (all
+A grid maps a *family* -- ``"margin"`` (presets of the large-margin loss), a registered loss's
+name (``"matyasko"``, ``"input_gradient"``, ``"vat"``: their options, e.g. ``C`` or ``eps``, are
+dimensions too; without its own entry such a family uses ``"default"``), ``"default"`` (all
 others) or a preset name (which then takes precedence) -- to dimensions, each a list of values
 tried in a cartesian product::
 
@@ -24,7 +26,8 @@ Built-in grids (:func:`resolve_grid`):
   norm, no dropout, no weight decay, SGD with momentum for cross-entropy/hinge and RMSProp for
   the margin models, the optimisers the paper ended up with on MNIST);
 - ``"reduced"`` (the default): gamma in {1, 3} x the base value and dropout {0, 0.5} for the
-  margin models, dropout {0, 0.5} for the others, optimisers as in ``"none"``;
+  margin models, dropout {0, 0.5} for the others, optimisers as in ``"none"``; Matyasko's C and
+  the input-gradient eps in {0.03, 0.1}, VAT's eps in {0.5, 2};
 - ``"paper"``: gamma in {0.5, 1, 2, 4} x the base value, dropout {0, 0.5}, weight decay {0, wd},
   SGD with momentum vs RMSProp, for every model.
 
@@ -178,13 +181,22 @@ def _builtin_grid(name: str, protocol: Protocol) -> dict[str, dict[str, Any]]:
 
     if name == "none":
         return {"margin": {"gamma": gammas([1.0])}, "default": {}}
+    dropout = {"dropout": [0.0, protocol.dropout]}
     if name == "reduced":
         return {
-            "margin": {"gamma": gammas([1.0, 3.0]), "dropout": [0.0, protocol.dropout]},
-            "default": {"dropout": [0.0, protocol.dropout]},
+            "margin": {"gamma": gammas([1.0, 3.0]), **dropout},
+            "default": dict(dropout),
+            "matyasko": {"C": [0.03, 0.1], **dropout},
+            "input_gradient": {"eps": [0.03, 0.1], **dropout},
+            "vat": {"eps": [0.5, 2.0], **dropout},
         }
-    common = {"dropout": [0.0, protocol.dropout], "weight_decay": [0.0, protocol.weight_decay], "optimizer": ["sgd", "rmsprop"]}
-    return {"margin": {"gamma": gammas([0.5, 1.0, 2.0, 4.0]), **common}, "default": dict(common)}
+    common = {**dropout, "weight_decay": [0.0, protocol.weight_decay], "optimizer": ["sgd", "rmsprop"]}
+    return {
+        "margin": {"gamma": gammas([0.5, 1.0, 2.0, 4.0]), **common}, "default": dict(common),
+        "matyasko": {"C": [0.01, 0.03, 0.1, 0.3], **common},
+        "input_gradient": {"eps": [0.01, 0.03, 0.1, 0.3], **common},
+        "vat": {"eps": [0.25, 0.5, 1.0, 2.0], **common},
+    }
 
 
 def resolve_grid(grid: str | os.PathLike[str] | Mapping[str, Any], protocol: Protocol) -> dict[str, dict[str, Any]]:
@@ -260,7 +272,8 @@ def expand_grid(
         >>> expand_grid({"margin": {"gamma": {"2": [1, 2]}, "dropout": [0, 0.5]}}, "margin-l2", "margin", 2.0)
         [{'gamma': 1, 'dropout': 0}, {'gamma': 1, 'dropout': 0.5}, {'gamma': 2, 'dropout': 0}, {'gamma': 2, 'dropout': 0.5}]
     """
-    dims = grid.get(preset, grid.get(family, {}))
+    fallback = {} if family in ("margin", "default") else grid.get("default", {})  # a registered loss's family
+    dims = grid.get(preset, grid.get(family, fallback if family != "default" else grid.get("default", {})))
     names, lists = [], []
     for dim, values in dims.items():
         if dim == "gamma":

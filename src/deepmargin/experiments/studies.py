@@ -273,6 +273,13 @@ def _train_config(
     dropout = hp.pop("dropout", None)
     if dropout is not None and "dropout" in model_opts:
         model_kwargs["dropout"] = float(dropout)
+    from ..losses import LOSS_REGISTRY
+
+    if config.get("loss") in LOSS_REGISTRY:  # grid dimensions that are options of a registered loss
+        names = {o.name for o in LOSS_REGISTRY[config["loss"]].options}
+        options = {**dict(config.get("loss_options") or {}), **{k: v for k, v in hp.items() if k in names}}
+        hp = {k: v for k, v in hp.items() if k not in names}
+        config["loss_options"] = options
     config.update(hp)
     config["model_kwargs"] = model_kwargs
     if "lr" not in fields and "lr" not in hp:
