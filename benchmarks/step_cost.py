@@ -109,10 +109,16 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="2 rounds, 1 step (a smoke run)")
     parser.add_argument("--others", action="store_true",
                         help="also the double-backpropagation losses (Matyasko, J1, J2, tulip, VAT)")
+    parser.add_argument("--memory", action="store_true",
+                        help="peak memory of 3 steps of each configuration relative to cross-entropy, each in a fresh "
+                        "process (CUDA: torch.cuda.max_memory_allocated; CPU: growth of the peak resident set)")
+    parser.add_argument("--_one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.steps = 2, 1
     device = torch.device(args.device)
+    if args.memory and args._one is None:
+        return memory_table(args)
     torch.manual_seed(0)
     model = build_model("mnist_cnn", num_classes=10, input_shape=(1, 28, 28)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
@@ -136,6 +142,8 @@ def main(argv=None) -> None:
             "tulip (lambda=0.1)": make_step(model, optimizer, "input_gradient", norm=2, lipschitz=0.1),
             "vat (1 iteration)": make_step(model, optimizer, "vat"),
         })
+    if args._one is not None:  # a child of --memory: run one configuration and report its peak
+        return one_peak(configs[args._one], x, y, device)
     for fn in configs.values():  # warm-up
         fn(x, y)
     times: dict[str, list[float]] = {k: [] for k in configs}
@@ -160,6 +168,45 @@ def main(argv=None) -> None:
     for k in (1, 9):
         print(f"floor for top_k={k}: (fwd + {k} act-grad + full bwd) / (fwd + full bwd) = "
               f"{(f + k * a + b) / (f + b):.2f}x")
+
+
+def _peak_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def one_peak(step, x, y, device: torch.device) -> None:
+    """Three steps of one configuration; print the peak memory they added (bytes)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _peak_rss_bytes()
+    for _ in range(3):
+        step(x, y)
+    sync(device)
+    peak = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else _peak_rss_bytes() - base
+    print(f"PEAK {max(peak, 1)}")
+
+
+def memory_table(args) -> None:
+    import subprocess
+    import sys
+
+    names = ["ce", "k1 loop", "k9 loop", "k9 exact(2nd order)"]
+    if args.others:
+        names += ["matyasko l2 (C=0.1)", "J1 (eps=0.1)", "J2 (eps=0.1)", "tulip (lambda=0.1)", "vat (1 iteration)"]
+    peaks = {}
+    for name in names:
+        cmd = [sys.executable, __file__, "--device", args.device, "--batch", str(args.batch), "--_one", name]
+        if args.others:
+            cmd.append("--others")
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        peaks[name] = int(next(line for line in out.splitlines() if line.startswith("PEAK")).split()[1])
+    print(f"peak memory of 3 steps (batch {args.batch}, {args.device}), relative to cross-entropy:")
+    for name, peak in peaks.items():
+        print(f"{name:<22} {peak / 2**20:>9.1f} MiB {peak / peaks['ce']:>8.2f}x")
 
 
 if __name__ == "__main__":
