@@ -23,6 +23,7 @@ chosen.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -39,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_text
 from ..training.records import _clean, write_json, write_rows
 from .presets import preset_family
 from .studies import ROW_COLUMNS, STUDIES, Cell, Plan, StudyOptions, build_plan, study_rows
@@ -364,7 +364,7 @@ def _evaluate(root: Path, cell: Cell, dataset_label: str) -> list[dict[str, Any]
     from ..attacks import FGSM, IFGSM, GaussianNoise, accuracy_vs_epsilon
     from ..data import load_dataset
     from ..training.checkpoint import load_model
-    from .studies import select_runs
+    from .studies import hp_label, select_runs
 
     spec = cell.config
     results = _read_results(root, list(cell.deps))
@@ -394,7 +394,7 @@ def _evaluate(root: Path, cell: Cell, dataset_label: str) -> list[dict[str, Any]
         "study": "adversarial", "dataset": dataset_label, "loss": name, "label_noise": 0.0, "train_fraction": 1.0,
         "seed": seed, "val_acc": results[chosen].get("best_val_acc"), "test_acc_last": None,
         "n_train": (results[chosen].get("data") or {}).get("sizes", {}).get("train"),
-        "hp": chosen.split("/")[-1].rsplit("-seed", 1)[0], "run": chosen,
+        "hp": hp_label(chosen), "run": chosen,
     }
     rows: list[dict[str, Any]] = []
 
@@ -597,7 +597,7 @@ def run_study(
         if report:
             from ..reports.study import write_report
 
-            files.update(write_report(out, plan=plan, rows=rows))
+            files.update(write_report(out, rows=rows))
     return StudyResult(out, rows, ran, reused, shard, time.perf_counter() - tic, files)
 
 
@@ -645,8 +645,6 @@ _LAYER_CACHE: dict[str, list[str] | None] = {}
 
 
 def _with_studies(options: StudyOptions, studies: Sequence[str]) -> StudyOptions:
-    import dataclasses
-
     return dataclasses.replace(options, studies=tuple(studies))
 
 
@@ -739,8 +737,6 @@ def _stalled(waiting: Sequence[Cell], finished: set[str]) -> None:
 
 def options_from_dict(data: Mapping[str, Any]) -> StudyOptions:
     """Rebuild :class:`StudyOptions` from :meth:`StudyOptions.to_dict` output (lists back to tuples)."""
-    import dataclasses
-
     known = {f.name for f in dataclasses.fields(StudyOptions)}
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
     return StudyOptions(**values)
@@ -778,6 +774,6 @@ def merge_and_report(out_dir: str | os.PathLike[str], *, report: bool = True) ->
     if report:
         from ..reports.study import write_report
 
-        files.update(write_report(out, plan=plan, rows=rows))
+        files.update(write_report(out, rows=rows))
     files["missing"] = len(missing)
     return files

@@ -29,7 +29,6 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..training import TrainConfig
@@ -451,9 +450,9 @@ def select_runs(results: Mapping[str, Mapping[str, Any]], candidates: Sequence[s
     return best
 
 
-def _hp_label(plan: Plan, cell_id: str) -> str:
-    parts = cell_id.split("/")[-1]
-    return parts.rsplit("-seed", 1)[0]
+def hp_label(cell_id: str) -> str:
+    """The grid point of a training cell, from its id: ``train/P/S/gamma0.6-dropout0-seed1`` -> ``gamma0.6-dropout0``."""
+    return cell_id.split("/")[-1].rsplit("-seed", 1)[0]
 
 
 def study_rows(
@@ -490,7 +489,7 @@ def study_rows(
             "val_acc": res.get("best_val_acc"), "test_acc_last": res.get("test_acc"),
             "n_test": (res.get("data") or {}).get("sizes", {}).get("test"),
             "n_train": (res.get("data") or {}).get("sizes", {}).get("train"), "source": None,
-            "hp": _hp_label(plan, chosen), "run": chosen,
+            "hp": hp_label(chosen), "run": chosen,
         })
     if "adversarial" in plan.study_losses:
         for cell in plan.cells.values():

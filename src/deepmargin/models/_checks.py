@@ -60,3 +60,15 @@ def check_bool(value: object, name: str, owner: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"The '{name}' parameter of {owner} must be a bool. Got {value!r} instead.")
     return value
+
+
+def check_image_model(
+    owner: str, num_classes: object, input_shape: object, *, min_side: int, dropout: object, batch_norm: object
+) -> tuple[tuple[int, ...], int, int, int, float]:
+    """The checks every image model runs first: ``(shape, C, H, W, dropout)``, or the error naming the parameter."""
+    check_num_classes(num_classes, owner)
+    shape = check_input_shape(input_shape, owner)
+    c, h, w = check_image_shape(shape, owner, min_side=min_side)
+    rate = check_dropout(dropout, owner)
+    check_bool(batch_norm, "batch_norm", owner)
+    return shape, c, h, w, rate

@@ -17,12 +17,13 @@ non-inplace module so a forward hook on any of them sees exactly one tensor per 
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
-from ._checks import check_bool, check_dropout, check_image_shape, check_input_shape, check_num_classes
+from ._checks import check_image_model
+from ._flat import FlatImageModel
 
 
-class _FlatCNN(nn.Module):
+class _FlatCNN(FlatImageModel):
     """Base class: two conv blocks and two linear layers, registered flat and run in order.
 
     ``conv1 -> [bn1] -> relu1 -> [pool1] -> conv2 -> [bn2] -> relu2 -> pool2 -> flatten -> fc1
@@ -46,11 +47,8 @@ class _FlatCNN(nn.Module):
         kernel_size: int,
         pool1: bool,
     ) -> None:
-        check_num_classes(num_classes, owner)
-        shape = check_input_shape(input_shape, owner)
-        c, h, w = check_image_shape(shape, owner, min_side=4 if pool1 else 2)
-        dropout = check_dropout(dropout, owner)
-        check_bool(batch_norm, "batch_norm", owner)
+        shape, c, h, w, dropout = check_image_model(owner, num_classes, input_shape, min_side=4 if pool1 else 2,
+                                                    dropout=dropout, batch_norm=batch_norm)
         for name, value in (("width", width), ("fc_width", fc_width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"The '{name}' parameter of {owner} must be a positive int. Got {value!r} instead.")
@@ -78,13 +76,6 @@ class _FlatCNN(nn.Module):
             self.dropout = nn.Dropout(dropout)
         self.fc2 = nn.Linear(fc_width, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Map a batch ``(N, C, H, W)`` (or ``(N, H, W)`` for a 2-D input shape) to logits ``(N, num_classes)``."""
-        if self._add_channel:
-            x = x.unsqueeze(1)
-        for module in self.children():
-            x = module(x)
-        return x
 
 
 class MnistCNN(_FlatCNN):

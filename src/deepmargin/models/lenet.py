@@ -16,15 +16,16 @@ fixed (registered as ``"mlp3x1000"``), so checkpoints rebuild it from its name a
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
-from ._checks import check_bool, check_dropout, check_image_shape, check_input_shape, check_num_classes
+from ._checks import check_bool, check_dropout, check_image_model, check_input_shape, check_num_classes
+from ._flat import FlatImageModel
 from .mlp import MLP
 
 __all__ = ["MLP3x1000", "LeNet5"]
 
 
-class LeNet5(nn.Module):
+class LeNet5(FlatImageModel):
     """LeNet-5 (LeCun et al., 1998) with ReLUs and max-pooling, as in Matyasko & Chau (2017)'s MNIST table.
 
     conv 5x5, 6 filters -> ReLU -> 2x2 max-pool -> conv 5x5, 16 filters (no padding) -> ReLU
@@ -75,11 +76,8 @@ class LeNet5(nn.Module):
         batch_norm: bool = False,
     ) -> None:
         owner = "LeNet5"
-        check_num_classes(num_classes, owner)
-        shape = check_input_shape(input_shape, owner)
-        c, h, w = check_image_shape(shape, owner, min_side=16)
-        dropout = check_dropout(dropout, owner)
-        check_bool(batch_norm, "batch_norm", owner)
+        shape, c, h, w, dropout = check_image_model(owner, num_classes, input_shape, min_side=16, dropout=dropout,
+                                                    batch_norm=batch_norm)
         super().__init__()
         self._add_channel = len(shape) == 2
         padding = 2 if min(h, w) < 32 else 0
@@ -107,13 +105,6 @@ class LeNet5(nn.Module):
             self.dropout = nn.Dropout(dropout)
         self.fc3 = nn.Linear(84, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Map a batch ``(N, C, H, W)`` (or ``(N, H, W)`` for a 2-D input shape) to logits ``(N, num_classes)``."""
-        if self._add_channel:
-            x = x.unsqueeze(1)
-        for module in self.children():
-            x = module(x)
-        return x
 
 
 class MLP3x1000(MLP):

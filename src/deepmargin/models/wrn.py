@@ -32,7 +32,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._checks import check_bool, check_dropout, check_image_shape, check_input_shape, check_num_classes
+from ._checks import check_image_model
+from ._flat import FlatImageModel
 
 __all__ = ["WideResNet"]
 
@@ -70,7 +71,7 @@ class PreActBlock(nn.Module):
         return branch + (self.shortcut(pre) if self.shortcut is not None else x)
 
 
-class WideResNet(nn.Module):
+class WideResNet(FlatImageModel):
     """WRN-``depth``-``width``: an input convolution, 3 groups of ``(depth - 4) / 6`` residual blocks, a linear layer.
 
     Args:
@@ -111,11 +112,8 @@ class WideResNet(nn.Module):
         batch_norm: bool = True,
     ) -> None:
         owner = "WideResNet"
-        check_num_classes(num_classes, owner)
-        shape = check_input_shape(input_shape, owner)
-        c, _, _ = check_image_shape(shape, owner, min_side=4)
-        dropout = check_dropout(dropout, owner)
-        check_bool(batch_norm, "batch_norm", owner)
+        shape, c, _, _, dropout = check_image_model(owner, num_classes, input_shape, min_side=4, dropout=dropout,
+                                                    batch_norm=batch_norm)
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
             raise ValueError(f"The 'depth' parameter of {owner} must be an int 6n + 4 >= 10 (10, 16, 22, ...). Got {depth!r} instead.")
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
@@ -142,10 +140,3 @@ class WideResNet(nn.Module):
         self.hidden_layers: tuple[str, ...] = (*blocks, "relu_out")
         self.margin_layers: list[str] = ["input", f"block1_{n}", f"block2_{n}", f"block3_{n}", "fc"]
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Map a batch ``(N, C, H, W)`` (or ``(N, H, W)``) to logits ``(N, num_classes)``."""
-        if self._add_channel:
-            x = x.unsqueeze(1)
-        for module in self.children():
-            x = module(x)
-        return x

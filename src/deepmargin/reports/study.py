@@ -21,7 +21,6 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ..io import atomic_write_text, save_figure
-from .tables import format_table
 
 __all__ = ["PAPER_NUMBERS", "plot_study_curves", "study_tables", "write_report"]
 
@@ -453,13 +452,12 @@ def _ours(rows: Sequence[Mapping[str, Any]], study: str, loss: str, setting: str
 
 
 def write_report(
-    out_dir: str | os.PathLike[str], *, plan: Any = None, rows: Sequence[Mapping[str, Any]] | None = None,
+    out_dir: str | os.PathLike[str], *, rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """Redraw the figures and write ``report.md`` and ``report.html`` for the study in ``out_dir``.
 
     Args:
         out_dir: a study directory (``deepmargin experiment --out``).
-        plan: the study's :class:`~deepmargin.experiments.studies.Plan` (default: rebuilt from ``study.json``).
         rows: its rows (default: read from ``rows.jsonl``).
 
     Returns:

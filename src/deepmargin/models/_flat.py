@@ -1,0 +1,23 @@
+"""The base of the image models whose layers run in the order they are registered."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class FlatImageModel(nn.Module):
+    """Runs its child modules in registration order; a 2-D input shape ``(H, W)`` gets a channel axis.
+
+    Subclasses register their layers flat (so ``named_modules()`` gives the margin layers their
+    names) and set ``self._add_channel = len(input_shape) == 2``.
+    """
+
+    _add_channel: bool = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map a batch ``(N, C, H, W)`` (or ``(N, H, W)`` for a 2-D input shape) to logits ``(N, num_classes)``."""
+        if self._add_channel:
+            x = x.unsqueeze(1)
+        for module in self.children():
+            x = module(x)
+        return x
