@@ -1,10 +1,12 @@
 """Margin and robustness metrics.
 
+- :mod:`.logit_margin`: the output margin mu_f(x) of Kesidis, Miller & Xiang.
 - :mod:`.margins`: linearised margins at any layer (the quantity the large-margin loss acts on).
 - :mod:`.robustness`: minimum-norm adversarial distances, median distance and error at epsilon
   (Finlay & Oberman), rho_adv (DeepFool; Matyasko & Chau), per-input margin report.
 """
 
+from .logit_margin import logit_margins
 from .margins import linearized_margins, summarize_margins
 from .robustness import (
     adversarial_distances,
@@ -17,6 +19,7 @@ from .robustness import (
 )
 
 __all__ = [
+    "logit_margins",
     "linearized_margins",
     "summarize_margins",
     "adversarial_distances",
