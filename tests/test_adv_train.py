@@ -235,9 +235,9 @@ def test_adversarial_training_runs_and_resumes_bit_identically(digits, tmp_path,
     full = train(cfg, tmp_path / "full", data=digits)
     rows = read_jsonl(tmp_path / "full" / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2] and set(rows[0]) == set(METRIC_COLUMNS)
-    assert METRIC_COLUMNS[-1] == "train_adv_acc"
+    assert METRIC_COLUMNS[-2:] == ("train_adv_acc", "violated")
     assert all(0.0 <= r["train_adv_acc"] <= 1.0 for r in rows)
-    assert (tmp_path / "full" / "metrics.csv").read_text().splitlines()[0].endswith(",seed,train_adv_acc")
+    assert (tmp_path / "full" / "metrics.csv").read_text().splitlines()[0].endswith(",seed,train_adv_acc,violated")
     config = json.loads((tmp_path / "full" / "config.json").read_text())
     assert config["adv_train"] == "fgsm" and config["adv_eps"] == 0.2 and config["augment"] == "crop-flip"
 

@@ -46,6 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--val-size", type=unit_float, help="validation fraction of the training set")
     g.add_argument("--train-fraction", type=positive_float, help="fraction of the training set used, in (0, 1]")
     g.add_argument("--label-noise", type=unit_float, help="fraction of training labels flipped, in [0, 1)")
+    g.add_argument("--unlabelled", action="store_true", default=None,
+                   help="semi-supervised (vat): the training samples --train-fraction leaves out are used without labels")
     g.add_argument("--n-samples", type=_toy_samples, help="toy sets (moons, spirals): number of points, >= 2")
     g.add_argument("--data-noise", type=nonneg_float, help="toy sets (moons, spirals): jitter of the points, >= 0")
 
@@ -67,6 +69,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="an option of a registered loss, e.g. --loss-option C=0.1 --loss-option norm=inf (repeatable); "
                    + "; ".join(f"{n}: " + ", ".join(f"{o.name}={o.default!r}" for o in spec.options)
                                for n, spec in LOSS_REGISTRY.items()))
+    g.add_argument("--preset", metavar="NAME",
+                   help="start from a preset of `deepmargin experiment` (e.g. margin-l2, matyasko-l2, j2, vat, kesidis-9); "
+                   "--config and the other options override its fields")
+    g.add_argument("--reweight", choices=("none", "multiply", "add", "violation"),
+                   help="kesidis: the dual reweighting loop (lambda_x *= delta, += delta, += delta x violation for the "
+                   "samples whose margin is below mu, after every round); same as --loss-option reweight=RULE")
     g.add_argument("--hinge-margin", type=positive_float, help="hinge: output margin")
     g.add_argument("--hinge-ce-weight", type=float, help="hinge: weight of the cross-entropy term")
     g.add_argument("--layers", nargs="+", metavar="NAME",
@@ -97,6 +105,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--lr-step", type=positive_int, help="epochs between decays of the step schedule")
     g.add_argument("--grad-clip", type=positive_float, help="maximum gradient norm")
     g.add_argument("--epochs", type=positive_int, help="number of epochs")
+    g.add_argument("--val-loss", action=argparse.BooleanOptionalAction, default=None,
+                   help="compute the training objective on the validation split every epoch (--no-val-loss: accuracy "
+                   "only, much cheaper for losses that need input gradients)")
     g.add_argument("--batch-size", type=positive_int, help="training batch size")
     g.add_argument("--eval-batch-size", type=positive_int, help="evaluation batch size")
     g.add_argument("--seed", type=int, help="seed of data split, noise, init and shuffling")
@@ -167,6 +178,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from ..training import TrainConfig
 
     values: dict[str, Any] = {}
+    if getattr(args, "preset", None) is not None:
+        from ..experiments.presets import PRESETS
+
+        if args.preset not in PRESETS:
+            raise ValueError(f"The --preset option of deepmargin train must be one of {sorted(PRESETS)}. Got {args.preset!r} instead.")
+        values.update(json.loads(json.dumps(dict(PRESETS[args.preset].fields))))
     if args.config is not None:
         if not args.config.is_file():
             raise FileNotFoundError(f"The --config file {str(args.config)!r} does not exist.")
@@ -179,6 +196,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
                 f"The --config file {str(args.config)!r} must hold a JSON object of TrainConfig fields. "
                 f"Got a {type(loaded).__name__} instead."
             )
+        if loaded.get("loss", "ce") != values.get("loss", loaded.get("loss", "ce")):
+            values.pop("loss_options", None)  # the preset's options belong to its own loss
         values.update(loaded)
         _drop_default_momentum(values, args)
     model_kwargs = dict(values.get("model_kwargs") or {})
@@ -195,6 +214,16 @@ def config_from_args(args: argparse.Namespace) -> Any:
         values.pop("loss_options", None)  # the --config file's options belong to its own loss
     if args.loss_option:
         values["loss_options"] = {**dict(values.get("loss_options") or {}), **dict(args.loss_option)}
+    if getattr(args, "reweight", None) is not None:
+        from ..losses import LOSS_REGISTRY
+
+        loss = values.get("loss", "ce") if args.loss is None else args.loss
+        spec = LOSS_REGISTRY.get(loss)
+        if spec is None or "reweight" not in {o.name for o in spec.options}:
+            with_loop = sorted(n for n, sp in LOSS_REGISTRY.items() if "reweight" in {o.name for o in sp.options})
+            raise ValueError(f"The --reweight option of deepmargin train needs a loss with a reweighting loop ({with_loop}). "
+                             f"Got --loss {loss!r} instead.")
+        values["loss_options"] = {**dict(values.get("loss_options") or {}), "reweight": args.reweight}
     for f in dataclasses.fields(TrainConfig):
         if f.name == "model_kwargs" or not hasattr(args, f.name):
             continue
@@ -269,6 +298,10 @@ def run(args: argparse.Namespace) -> int:
     if result.resumed_from:
         print(f"resumed from      epoch {result.resumed_from}")
     print(f"epochs            {len(result.history)}")
+    if last.get("violated") is not None:
+        print(f"margins below mu  {last['violated']} training samples")
+    if result.stopped:
+        print(f"stopped early     {result.stopped}")
     print(f"train accuracy    {last.get('train_acc', float('nan')):.4f}")
     if result.best_val_acc is not None:
         print(f"best val accuracy {result.best_val_acc:.4f} (epoch {result.best_epoch})")

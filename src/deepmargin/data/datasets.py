@@ -30,7 +30,7 @@ from .files import (
 )
 from .noise import corrupt_labels
 from .npz import is_npz_path, read_npz_dataset
-from .splits import stratified_split, subsample
+from .splits import stratified_split, subsample_indices
 from .toy import make_moons, make_spirals
 from .types import DataBundle, Split
 
@@ -261,6 +261,7 @@ def load_dataset(
     seed: int = 0,
     n_samples: int | None = None,
     noise: float | None = None,
+    keep_unlabelled: bool = False,
 ) -> DataBundle:
     """Load a dataset and apply the seeded split / subset / label-noise pipeline.
 
@@ -299,6 +300,9 @@ def load_dataset(
         seed: non-negative int; fixes the validation split, the subset and the noise.
         n_samples: toy sets only: pool size (and test size); default 300.
         noise: toy sets only: Gaussian jitter; defaults 0.1 (moons), 0.05 (spirals).
+        keep_unlabelled: keep the training samples that ``train_fraction`` leaves out as
+            ``bundle.unlabelled`` (their true labels stay in ``unlabelled.y``; semi-supervised
+            training hides them). ``None`` otherwise.
 
     Returns:
         A :class:`DataBundle`. Images are float32 in ``[0, 1]`` with ``bounds=(0.0, 1.0)``;
@@ -330,6 +334,8 @@ def load_dataset(
     train_fraction = check_fraction(train_fraction, name="train_fraction", owner="load_dataset", low_open=True, high_open=False)
     label_noise = check_fraction(label_noise, name="label_noise", owner="load_dataset", low_open=False, high_open=False)
     seed = check_seed(seed, owner="load_dataset")
+    if not isinstance(keep_unlabelled, bool):
+        raise TypeError(f"The 'keep_unlabelled' parameter of load_dataset must be a bool. Got {keep_unlabelled!r} instead.")
     is_toy = name in TOY_DEFAULTS
     if not is_toy and (n_samples is not None or noise is not None):
         which = "n_samples" if n_samples is not None else "noise"
@@ -368,8 +374,14 @@ def load_dataset(
     else:
         train, val = stratified_split(raw.pool, val_size, seed=derive_seed(seed, _STAGE_VAL))
     n_before_subsample = len(train)
+    unlabelled = None
     if train_fraction < 1.0:
-        train = subsample(train, train_fraction, seed=derive_seed(seed, _STAGE_SUBSAMPLE), stratified=True)
+        keep = subsample_indices(train, train_fraction, seed=derive_seed(seed, _STAGE_SUBSAMPLE), stratified=True)
+        if keep_unlabelled:
+            left_out = torch.ones(len(train), dtype=torch.bool)
+            left_out[keep] = False
+            unlabelled = train.take(left_out.nonzero().squeeze(1))
+        train = train.take(keep)
     clean_y = train.y
     n_flipped = 0
     if label_noise > 0.0:
@@ -388,6 +400,8 @@ def load_dataset(
         "sizes": {"train": len(train), "val": len(val), "test": len(raw.test)},
         "root": None,
     }
+    if keep_unlabelled:
+        info["n_unlabelled"] = 0 if unlabelled is None else len(unlabelled)
     info.update(raw.info)
     logger.info(
         "loaded %s: train=%d val=%d test=%d (train_fraction=%g, label_noise=%g, n_flipped=%d, seed=%d)",
@@ -404,4 +418,5 @@ def load_dataset(
         info=info,
         classes=raw.classes,
         train_clean_y=clean_y,
+        unlabelled=unlabelled,
     )

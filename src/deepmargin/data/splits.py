@@ -140,11 +140,21 @@ def subsample(split: Split, fraction: float, *, seed: int, stratified: bool = Tr
         Elsayed et al., "Large Margin Deep Networks for Classification", NeurIPS 2018,
         Sec. 4.2.2 (training on 100% down to 0.125% of MNIST).
     """
+    if len(split) == 0:
+        check_fraction(fraction, name="fraction", owner="subsample", low_open=True, high_open=False)
+        check_seed(seed, owner="subsample")
+        return split
+    return split.take(subsample_indices(split, fraction, seed=seed, stratified=stratified))
+
+
+def subsample_indices(split: Split, fraction: float, *, seed: int, stratified: bool = True) -> torch.Tensor:
+    """The sorted int64 indices of the samples :func:`subsample` keeps (the others are the
+    left-out samples that semi-supervised training uses unlabelled)."""
     fraction = check_fraction(fraction, name="fraction", owner="subsample", low_open=True, high_open=False)
     seed = check_seed(seed, owner="subsample")
     n = len(split)
     if n == 0:
-        return split
+        return torch.empty(0, dtype=torch.int64)
     y = _labels_numpy(split)
     n_keep = max(1, math.floor(fraction * n + 1e-9))
     if stratified:
@@ -155,4 +165,4 @@ def subsample(split: Split, fraction: float, *, seed: int, stratified: bool = Tr
     n_keep = min(n_keep, n)
     keep = np.sort(order[:n_keep])
     logger.debug("subsample: kept %d of %d samples (fraction=%g, seed=%d)", n_keep, n, fraction, seed)
-    return split.take(torch.from_numpy(keep))
+    return torch.from_numpy(keep).to(torch.int64)

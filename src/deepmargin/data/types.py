@@ -85,6 +85,8 @@ class DataBundle:
         classes: human-readable class names, ``C`` of them.
         train_clean_y: the training labels before label noise (equal to ``train.y`` when
             ``label_noise == 0``).
+        unlabelled: the training samples ``train_fraction`` left out, when loaded with
+            ``keep_unlabelled=True`` (semi-supervised training); else ``None``.
 
     Example:
         >>> b = load_dataset("digits", seed=0)  # doctest: +SKIP
@@ -102,6 +104,7 @@ class DataBundle:
     info: dict[str, Any] = field(default_factory=dict)
     classes: tuple[str, ...] = ()
     train_clean_y: torch.Tensor | None = None
+    unlabelled: Split | None = None
 
     @property
     def flipped_mask(self) -> torch.Tensor:

@@ -18,6 +18,9 @@ and the hyperparameter grid. The presets of Elsayed et al. (2018), Sec. 4.2::
     matyasko-l1/-l2    Matyasko & Chau's hinge + gradient-difference penalty (C = 0.1)
     j1, j2, tulip      Finlay & Oberman's input-gradient penalties (eps = 0.1; tulip lambda = 0.1)
     vat                virtual adversarial training (eps = 1)
+    kesidis-7          Kesidis et al.'s (7): cross-entropy with mu added to the non-target logits
+    kesidis-9          their (9), hinged, with the dual reweighting loop (lambda_x *= 2 each epoch
+                       for samples whose margin is below mu; stops when every margin is met)
 
 Margin presets use all ``C - 1`` rival classes (``top_k`` is capped at ``num_classes - 1`` for
 the dataset), the ``max`` aggregation, the first-order approximation, the penalty capped at
@@ -103,6 +106,11 @@ for _name, _fields, _text in (
     ("tulip", {"loss": "input_gradient", "loss_options": {"eps": 0.1, "norm": 2, "lipschitz": 0.1}},
      "Finlay & Oberman J^{2-Lip} (tulip): J^2 + lambda max_batch ||grad_x CE||_2"),
     ("vat", {"loss": "vat", "loss_options": {"eps": 1.0}}, "virtual adversarial training (Miyato et al.) + CE"),
+    ("kesidis-7", {"loss": "kesidis", "loss_options": {"mu": 5.0, "objective": "shifted-ce"}},
+     "Kesidis et al. (7): cross-entropy with mu added to the non-target logits"),
+    ("kesidis-9", {"loss": "kesidis", "loss_options": {"mu": 5.0, "objective": "hinged-violation", "reweight": "multiply",
+                                                       "delta": 2.0, "round_epochs": 1}},
+     "Kesidis et al. (9) hinged, lambda_x *= 2 after each epoch for margins below mu"),
 ):
     PRESETS[_name] = Preset(_name, _fields, _text)
 

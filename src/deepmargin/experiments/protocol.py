@@ -7,7 +7,7 @@ and RMSProp", chosen on a held-out validation split (5,000 of MNIST's 60,000 ima
 CIFAR-10). The test split is only ever used to report the chosen models.
 
 A grid maps a *family* -- ``"margin"`` (presets of the large-margin loss), a registered loss's
-name (``"matyasko"``, ``"input_gradient"``, ``"vat"``: their options, e.g. ``C`` or ``eps``, are
+name (``"matyasko"``, ``"input_gradient"``, ``"vat"``, ``"kesidis"``: their options, e.g. ``C`` or ``eps``, are
 dimensions too; without its own entry such a family uses ``"default"``), ``"default"`` (all
 others) or a preset name (which then takes precedence) -- to dimensions, each a list of values
 tried in a cartesian product::
@@ -189,6 +189,7 @@ def _builtin_grid(name: str, protocol: Protocol) -> dict[str, dict[str, Any]]:
             "matyasko": {"C": [0.03, 0.1], **dropout},
             "input_gradient": {"eps": [0.03, 0.1], **dropout},
             "vat": {"eps": [0.5, 2.0], **dropout},
+            "kesidis": {"mu": [2.0, 5.0], **dropout},
         }
     common = {**dropout, "weight_decay": [0.0, protocol.weight_decay], "optimizer": ["sgd", "rmsprop"]}
     return {
@@ -196,6 +197,7 @@ def _builtin_grid(name: str, protocol: Protocol) -> dict[str, dict[str, Any]]:
         "matyasko": {"C": [0.01, 0.03, 0.1, 0.3], **common},
         "input_gradient": {"eps": [0.01, 0.03, 0.1, 0.3], **common},
         "vat": {"eps": [0.25, 0.5, 1.0, 2.0], **common},
+        "kesidis": {"mu": [1.0, 2.0, 5.0, 10.0], **common},
     }
 
 

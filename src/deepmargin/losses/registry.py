@@ -27,7 +27,7 @@ from typing import Any
 from torch import nn
 
 __all__ = ["LOSS_REGISTRY", "LossOption", "LossSpec", "as_norm", "int_at_least_0", "nonneg_float", "norm_choice",
-           "positive_float", "register_loss", "resolve_loss_options"]
+           "one_of", "positive_float", "register_loss", "resolve_loss_options", "true_or_false"]
 
 
 def _real(value: Any) -> bool:
@@ -60,7 +60,26 @@ def norm_choice(value: Any) -> float | str | None:
     return None
 
 
-_EXPECTED = {nonneg_float: "a finite float >= 0", positive_float: "a finite float > 0",
+def true_or_false(value: Any) -> bool | None:
+    """A bool (also the strings true/false/yes/no/1/0 a command line gives), or None."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    return None
+
+
+def one_of(*choices: str) -> Callable[[Any], str | None]:
+    """A checker accepting exactly the strings ``choices``."""
+
+    def check(value: Any) -> str | None:
+        return value if isinstance(value, str) and value in choices else None
+
+    check.__doc__ = "one of " + ", ".join(repr(c) for c in choices)
+    return check
+
+
+_EXPECTED = {true_or_false: "a bool", nonneg_float: "a finite float >= 0", positive_float: "a finite float > 0",
              int_at_least_0: "an int >= 0", norm_choice: "1, 2 or 'inf'"}
 
 
@@ -91,6 +110,13 @@ class LossSpec:
         build: ``(model, resolved options) -> callable (x, y) -> (loss, logits)``.
         needs_input_grad: the loss differentiates with respect to the input (it cannot run under
             ``torch.no_grad``, even for evaluation).
+        accepts_unlabelled: the criterion takes samples with label ``-1`` (semi-supervised:
+            ``TrainConfig(unlabelled=True)``).
+        reweighting: ``(resolved options) -> Reweighting or None``: the loss takes per-sample
+            weights (``criterion(x, y, weights=...)``) and the training loop updates them between
+            rounds (:class:`deepmargin.training.reweight.Reweighting`).
+        check: ``(resolved options) -> None``, raising ValueError for option values that are
+            wrong together (each one alone being valid).
     """
 
     name: str
@@ -99,6 +125,9 @@ class LossSpec:
     options: tuple[LossOption, ...]
     build: Callable[[nn.Module, Mapping[str, Any]], Callable]
     needs_input_grad: bool = True
+    accepts_unlabelled: bool = False
+    reweighting: Callable[[Mapping[str, Any]], Any] | None = None
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
 
 #: Registered losses by name (filled by the modules of :mod:`deepmargin.losses` when imported).
@@ -141,6 +170,8 @@ def resolve_loss_options(loss: str, options: Mapping[str, Any] | None, *, owner:
         if checked is None:
             raise ValueError(f"The {name!r} option of loss {loss!r} ({owner}.loss_options) must be {option.expected}. Got {value!r} instead.")
         out[name] = checked
+    if spec.check is not None:
+        spec.check(out)
     return out
 
 

@@ -258,4 +258,5 @@ register_loss(LossSpec(
     ),
     build=lambda model, o: VATLoss(model, eps=o["eps"], xi=o["xi"], power_iterations=o["power_iterations"],
                                    ce_weight=o["ce_weight"]),
+    accepts_unlabelled=True,
 ))

@@ -88,6 +88,7 @@ def save_checkpoint(
     epoch: int = 0,
     config: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint atomically: to a temporary file in the same folder, then ``os.replace``.
 
@@ -104,6 +105,8 @@ def save_checkpoint(
         epoch: number of completed epochs.
         config: the resolved run configuration (plain values).
         metrics: metrics to store with the checkpoint (plain values).
+        extra: tensors of the training state beyond the model and optimiser (e.g. the per-sample
+            weights of the reweighting loop), stored under ``"extra"`` (``{}`` when absent).
 
     Returns:
         The path written.
@@ -135,6 +138,7 @@ def save_checkpoint(
         "epoch": epoch,
         "config": to_plain(dict(config or {}), name="config"),
         "metrics": to_plain(dict(metrics or {}), name="metrics"),
+        "extra": {str(k): v.detach().cpu() for k, v in (extra or {}).items()},
         "torch_version": torch.__version__.split("+")[0],
     }
     path = atomic_write(path, lambda handle: torch.save(payload, handle), binary=True)

@@ -148,6 +148,9 @@ class TrainConfig:
         val_size: fraction of the training set held out for validation.
         train_fraction: fraction of the (remaining) training set used (same subset for every loss).
         label_noise: fraction of training labels flipped to another class (Elsayed et al. 2018, 4.2.1).
+        unlabelled: semi-supervised training (default False): the training samples that
+            ``train_fraction`` leaves out join the epochs with their labels hidden (``-1``); only
+            for a loss that uses unlabelled samples (``vat``) and ``train_fraction < 1``.
         n_samples, data_noise: size and noise of the 2-D toy sets (``None``: the data defaults).
 
     Model:
@@ -224,6 +227,7 @@ class TrainConfig:
     label_noise: float = 0.0
     n_samples: int | None = None
     data_noise: float | None = None
+    unlabelled: bool = False
     # model
     model: str = "digits_cnn"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -403,6 +407,27 @@ class TrainConfig:
         if not _is_int(self.crop_padding) or self.crop_padding < 0:
             raise _err("crop_padding", "an int >= 0", self.crop_padding)
         self.crop_padding = int(self.crop_padding)
+        self._validate_combinations()
+
+    def _validate_combinations(self) -> None:
+        """Options that are valid alone but not together."""
+        from ..losses.registry import LOSS_REGISTRY
+
+        spec = LOSS_REGISTRY.get(self.loss)
+        if not isinstance(self.unlabelled, bool):
+            raise _err("unlabelled", "a bool", self.unlabelled, TypeError)
+        if self.unlabelled:
+            if spec is None or not spec.accepts_unlabelled:
+                users = sorted(n for n, s in LOSS_REGISTRY.items() if s.accepts_unlabelled)
+                raise _err("unlabelled", f"False for loss {self.loss!r} (losses that use unlabelled samples: {users})", True)
+            if self.train_fraction >= 1.0:
+                raise _err("unlabelled", "False when train_fraction is 1 (no training sample is left out to be unlabelled)", True)
+            if self.adv_train != "none":
+                raise _err("unlabelled", f"False with adv_train={self.adv_train!r} (adversarial examples need labels)", True)
+        reweighting = spec.reweighting(self.loss_options) if spec is not None and spec.reweighting else None
+        if reweighting is not None and self.adv_train != "none":
+            raise _err("adv_train", f"'none' with the reweighting loop of loss {self.loss!r} (weights belong to the "
+                       "training samples, not to adversarial copies)", self.adv_train)
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain JSON-able values (``inf`` norm written as ``"inf"``)."""

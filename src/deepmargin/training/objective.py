@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,19 +32,29 @@ class Objective:
         needs_input_grad: True for the margin loss, which differentiates with respect to the
             activations and therefore cannot run under ``torch.no_grad()`` even for evaluation.
         layers: the resolved margin layers (``None`` for the other losses).
+        reweighting: the dual reweighting loop of the loss
+            (:class:`~deepmargin.training.reweight.Reweighting`), or ``None``; when set, the
+            objective takes per-sample weights: ``objective(x, y, weights=w)``.
+        accepts_unlabelled: the objective takes samples labelled ``-1`` (semi-supervised).
     """
 
     def __init__(
-        self, name: str, fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], layers: list[str] | None,
-        *, needs_input_grad: bool | None = None,
+        self, name: str, fn: Callable[..., tuple[Tensor, Tensor]], layers: list[str] | None,
+        *, needs_input_grad: bool | None = None, reweighting: Any = None, accepts_unlabelled: bool = False,
     ) -> None:
         self.name = name
         self._fn = fn
         self.needs_input_grad = name == "margin" if needs_input_grad is None else bool(needs_input_grad)
         self.layers = layers
+        self.reweighting = reweighting
+        self.accepts_unlabelled = accepts_unlabelled
 
-    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        return self._fn(x, y)
+    def __call__(self, x: Tensor, y: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if weights is None:
+            return self._fn(x, y)
+        if self.reweighting is None:
+            raise TypeError(f"The {self.name!r} objective takes no per-sample weights (only a loss with a reweighting loop does).")
+        return self._fn(x, y, weights=weights)
 
     def __repr__(self) -> str:
         return f"Objective({self.name!r}, layers={self.layers})"
@@ -79,12 +90,14 @@ def build_objective(config: TrainConfig, model: nn.Module) -> Objective:
         spec = LOSS_REGISTRY[config.loss]
         criterion = spec.build(model, config.loss_options)
 
-        def registered_fn(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        def registered_fn(x: Tensor, y: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
             with torch.enable_grad():
-                return criterion(x, y)
+                return criterion(x, y, **kwargs)
 
+        reweighting = spec.reweighting(config.loss_options) if spec.reweighting is not None else None
         return Objective(config.loss, registered_fn if spec.needs_input_grad else criterion, None,
-                         needs_input_grad=spec.needs_input_grad)
+                         needs_input_grad=spec.needs_input_grad, reweighting=reweighting,
+                         accepts_unlabelled=spec.accepts_unlabelled)
     if config.loss == "hinge":
         from ..losses import MulticlassHingeLoss
 

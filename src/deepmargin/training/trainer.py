@@ -29,6 +29,16 @@ Per batch, the training inputs are first augmented (``augment``, :mod:`.augment`
 weighs them by ``adv_weight`` (Kurakin et al. 2016, :mod:`.adversarial`); both draw their random
 numbers from torch's global generator, reseeded every epoch. ``train_loss`` is then the weighted
 loss and ``train_acc`` the accuracy on the batches as fed (clean and adversarial samples).
+
+With ``unlabelled=True`` (semi-supervised, ``vat``), the samples ``train_fraction`` leaves out join
+every epoch with the label ``-1``; ``train_acc`` counts the labelled samples only.
+
+A loss with a reweighting loop (``kesidis`` with ``reweight=...``, :mod:`.reweight`) trains every
+sample with its weight ``lambda_x``: after each epoch the number of training samples whose margin
+is below ``mu`` goes into the ``violated`` column; at the end of each round the weights of those
+samples grow, and training stops early when none is violated (or after ``max_rounds`` rounds):
+``results.json`` says why (``stopped``). The weights are saved in ``last.pt``, so a resumed run
+continues the same loop.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from .config import RESUME_FREE_KEYS, TrainConfig, config_differences, resolve_d
 from .objective import Objective, build_objective
 from .optim import build_optimizer, build_scheduler, derive_seed, seed_everything
 from .records import append_row, write_json, write_rows
+from .reweight import training_margins
 
 __all__ = ["TrainResult", "evaluate_split", "init_model", "train", "RUN_FILES", "METRIC_COLUMNS"]
 
@@ -66,7 +77,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt"
 #: Columns of ``metrics.csv`` (and keys of every ``metrics.jsonl`` row), in order.
 METRIC_COLUMNS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "lr", "seconds",
-    "dataset", "model", "loss", "label_noise", "train_fraction", "seed", "train_adv_acc",
+    "dataset", "model", "loss", "label_noise", "train_fraction", "seed", "train_adv_acc", "violated",
 )
 
 
@@ -87,6 +98,8 @@ class TrainResult:
         data_info: the dataset's metadata (sizes, label noise, seed, ...).
         best_selected_by: the metric that chose ``best.pt``: ``"val_acc"``, or ``"train_acc"``
             when the run has no validation split (``val_size=0``).
+        stopped: why the reweighting loop ended training before ``epochs`` (``None`` otherwise).
+        sample_weights: the final per-sample weights of the reweighting loop (``None`` without it).
     """
 
     config: dict[str, Any]
@@ -100,6 +113,8 @@ class TrainResult:
     resumed_from: int = 0
     data_info: dict[str, Any] = field(default_factory=dict)
     best_selected_by: str = "val_acc"
+    stopped: str | None = None
+    sample_weights: Tensor | None = None
 
     def summary(self) -> dict[str, Any]:
         """Plain-data summary (what ``results.json`` holds)."""
@@ -115,6 +130,7 @@ class TrainResult:
             "test_acc_best": self.test_acc_best,
             "final": self.history[-1] if self.history else None,
             "seconds_total": sum(r["seconds"] for r in self.history),
+            "stopped": self.stopped,
         }
 
 
@@ -190,6 +206,7 @@ def _load_data(config: TrainConfig) -> Any:
         seed=config.seed,
         n_samples=config.n_samples,
         noise=config.data_noise,
+        keep_unlabelled=config.unlabelled,
     )
 
 
@@ -283,6 +300,8 @@ def train(
 
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    stopped: str | None = None
+    saved_weights: Tensor | None = None
     best_score = -math.inf
     best_epoch = 0
     best_val_acc: float | None = None
@@ -309,8 +328,11 @@ def train(
             start_epoch = int(ckpt["epoch"])
             meta = ckpt["metrics"]
             history = [dict(r) for r in meta.get("history", [])][:start_epoch]
-            for r in history:  # rows of runs written before the column existed
+            for r in history:  # rows of runs written before the columns existed
                 r.setdefault("train_adv_acc", None)
+                r.setdefault("violated", None)
+            stopped = meta.get("stopped")
+            saved_weights = ckpt.get("extra", {}).get("sample_weights")
             best_epoch = int(meta.get("best_epoch", 0))
             best_val_acc = meta.get("best_val_acc")
             best_score = float(meta.get("best_score", -math.inf))
@@ -328,8 +350,24 @@ def train(
             _clear_run_files(out)
         write_json(out / "config.json", resolved)
 
-    n_train = len(bundle.train)
     x_train, y_train = bundle.train.x.to(device), bundle.train.y.to(device)
+    n_labelled = len(y_train)
+    if config.unlabelled:
+        pool = bundle.unlabelled
+        if pool is None:
+            raise ValueError("The 'data' parameter of train must be loaded with keep_unlabelled=True for unlabelled=True.")
+        x_train = torch.cat([x_train, pool.x.to(device)])
+        y_train = torch.cat([y_train, torch.full((len(pool),), -1, dtype=y_train.dtype, device=device)])
+    n_train = len(y_train)
+    reweighting = objective.reweighting
+    weights: Tensor | None = None
+    if reweighting is not None:
+        weights = torch.ones(n_train, device=device)
+        if saved_weights is not None:
+            if saved_weights.shape != weights.shape:
+                raise ValueError(f"The sample weights in {str(out)!r}/last.pt are for {saved_weights.numel()} training samples, "
+                                 f"not {n_train}; the run cannot be resumed with this data.")
+            weights = saved_weights.to(device=device, dtype=weights.dtype)
     x_val, y_val = bundle.val.x.to(device), bundle.val.y.to(device)
     x_test, y_test = bundle.test.x.to(device), bundle.test.y.to(device)
     selected_by = "val_acc" if len(y_val) else "train_acc"
@@ -347,14 +385,24 @@ def train(
         )
     if config.augment != "none":
         logger.log(level, "augmentation %s (crop padding %d)", config.augment, config.crop_padding)
+    if config.unlabelled:
+        logger.log(level, "semi-supervised: %d labelled and %d unlabelled training samples", n_labelled, n_train - n_labelled)
+    if reweighting is not None:
+        logger.log(level, "reweighting loop: %s by %g every %d epoch(s) for samples with margin < %g%s", reweighting.rule,
+                   reweighting.delta, reweighting.round_epochs, reweighting.mu,
+                   f", at most {reweighting.max_rounds} rounds" if reweighting.max_rounds else "")
+    if stopped is not None:
+        logger.log(level, "the run in %s already stopped: %s", out, stopped)
 
     for epoch in range(start_epoch + 1, config.epochs + 1):
+        if stopped is not None:
+            break
         seed_everything(derive_seed(config.seed, epoch))
         generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 1))
         lr = optimizer.param_groups[0]["lr"]
         model.train()
         tic = time.perf_counter()
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, correct, seen, seen_labelled = 0.0, 0, 0, 0
         adv_correct, adv_seen = 0, 0
         num_batches = math.ceil(n_train / config.batch_size)
         bar = _progress_bar(num_batches, f"epoch {epoch}/{config.epochs}", show)
@@ -371,6 +419,8 @@ def train(
                 loss, logits = adv.loss, adv.logits
                 adv_correct += (logits[adv.adv_mask].argmax(dim=1) == yb[adv.adv_mask]).sum().item()
                 adv_seen += adv.n_adv
+            elif weights is not None:
+                loss, logits = objective(xb, yb, weights=weights[idx])
             else:
                 loss, logits = objective(xb, yb)
             value = loss.item()
@@ -385,7 +435,13 @@ def train(
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             total_loss += value * idx.numel()
-            correct += (logits.detach().argmax(dim=1) == yb).sum().item()
+            if config.unlabelled:
+                labelled = yb >= 0
+                correct += (logits.detach().argmax(dim=1) == yb)[labelled].sum().item()
+                seen_labelled += int(labelled.sum())
+            else:
+                correct += (logits.detach().argmax(dim=1) == yb).sum().item()
+                seen_labelled += idx.numel()
             seen += idx.numel()
             if bar is not None:
                 bar.update(1)
@@ -396,14 +452,26 @@ def train(
             scheduler.step()
         val = evaluate_split(model, x_val, y_val, objective=objective if config.val_loss else None,
                              batch_size=config.eval_batch_size)
+        violated = None
+        if reweighting is not None:
+            margins = training_margins(model, x_train, y_train, rectify=reweighting.rectify,
+                                       batch_size=config.eval_batch_size)
+            violated = int(reweighting.violated(margins).sum())
+            if reweighting.round_end(epoch):
+                if violated == 0:
+                    stopped = f"every training margin reached mu={reweighting.mu:g} after epoch {epoch}"
+                elif reweighting.last_round(epoch):
+                    stopped = f"max_rounds={reweighting.max_rounds} rounds done after epoch {epoch} ({violated} margins below mu)"
+                else:
+                    weights = reweighting.update(weights, margins)
         seconds = time.perf_counter() - tic
         test_acc = None
-        if epoch == config.epochs:
+        if epoch == config.epochs or stopped is not None:
             test_acc = evaluate_split(model, x_test, y_test, batch_size=config.eval_batch_size)["acc"]
         row = {
             "epoch": epoch,
             "train_loss": total_loss / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
+            "train_acc": correct / max(seen_labelled, 1),
             "val_loss": val["loss"],
             "val_acc": val["acc"],
             "test_acc": test_acc,
@@ -416,6 +484,7 @@ def train(
             "train_fraction": config.train_fraction,
             "seed": config.seed,
             "train_adv_acc": adv_correct / adv_seen if adv_seen else None,
+            "violated": violated,
         }
         history.append(row)
         score = row[selected_by]
@@ -425,20 +494,23 @@ def train(
             best_state = copy.deepcopy(model.state_dict())
         logger.log(
             level,
-            "epoch %d/%d: train loss %.4f acc %.4f%s, val acc %s, %.1fs",
+            "epoch %d/%d: train loss %.4f acc %.4f%s%s, val acc %s, %.1fs",
             epoch, config.epochs, row["train_loss"], row["train_acc"],
             "" if row["train_adv_acc"] is None else f" (adversarial {row['train_adv_acc']:.4f})",
+            "" if violated is None else f", {violated} margins < mu",
             "n/a" if row["val_acc"] is None else f"{row['val_acc']:.4f}", seconds,
         )
         if out is not None:
             meta = {
                 "last": row, "history": history, "best_epoch": best_epoch,
                 "best_val_acc": best_val_acc, "best_score": best_score, "best_selected_by": selected_by,
+                "stopped": stopped,
             }
             common = dict(model=model, model_name=config.model, model_kwargs=model_kwargs, config=resolved)
             if improved:
                 save_checkpoint(out / "best.pt", epoch=epoch, metrics=meta, **common)
-            save_checkpoint(out / "last.pt", optimizer=optimizer, scheduler=scheduler, epoch=epoch, metrics=meta, **common)
+            save_checkpoint(out / "last.pt", optimizer=optimizer, scheduler=scheduler, epoch=epoch, metrics=meta,
+                            extra={} if weights is None else {"sample_weights": weights}, **common)
             append_row(out / "metrics", row, fieldnames=METRIC_COLUMNS)
 
     model.eval()
@@ -462,6 +534,8 @@ def train(
         resumed_from=start_epoch,
         data_info=dict(getattr(bundle, "info", {}) or {}),
         best_selected_by=selected_by,
+        stopped=stopped,
+        sample_weights=weights,
     )
     if out is not None:
         write_json(out / "results.json", result.summary())
