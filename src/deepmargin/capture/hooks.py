@@ -2,7 +2,10 @@
 
 Layer names are the names of ``model.named_modules()`` (``"features.0"``, ``"conv1"``, ...), plus
 the special name ``"input"`` for the model's input. The model's code is not changed: a forward hook
-on each named module records its output during the forward pass.
+on each named module records its output during the forward pass. A model wrapped in
+``DistributedDataParallel`` (or ``DataParallel``) answers to its inner names (``"conv1"``) and to
+the wrapper's (``"module.conv1"``); the hooks sit on the inner modules, which the wrapper's forward
+runs.
 """
 
 from __future__ import annotations
@@ -13,9 +16,15 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-__all__ = ["INPUT", "list_layers", "layer_table", "ActivationCapture", "capture_activations"]
+__all__ = ["INPUT", "list_layers", "layer_table", "ActivationCapture", "capture_activations", "unwrap_model"]
 
 INPUT = "input"
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` or ``DataParallel`` wrapper (else ``model``)."""
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    return model.module if isinstance(model, wrappers) else model
 
 
 def list_layers(model: nn.Module, *, leaves_only: bool = False) -> list[str]:
@@ -93,6 +102,9 @@ class ActivationCapture:
                 f"instead; write [{names!r}]."
             )
         modules = dict(model.named_modules())
+        inner = unwrap_model(model)
+        if inner is not model:  # DistributedDataParallel / DataParallel: the inner names work too
+            modules.update((n, m) for n, m in inner.named_modules() if n)
         unknown = [n for n in names if n != INPUT and (n not in modules or n == "")]
         if unknown:
             known = ", ".join(list_layers(model))

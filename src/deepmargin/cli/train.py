@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--eval-batch-size", type=positive_int, help="evaluation batch size")
     g.add_argument("--seed", type=int, help="seed of data split, noise, init and shuffling")
     g.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default cpu)")
+    g.add_argument("--dist-backend", choices=("auto", "gloo", "nccl"), default="auto",
+                   help="under torchrun (several processes): the process-group backend; auto = nccl on CUDA, gloo on "
+                   "CPU. --batch-size is then the global batch, split over the processes (default: auto)")
     g.add_argument("--threads", type=positive_int,
                    help="torch CPU threads (default: torch's choice; 1 is often fastest for the small models)")
 
@@ -292,7 +296,26 @@ def run(args: argparse.Namespace) -> int:
 
     data_name = Path(config.dataset).stem if is_npz_path(config.dataset) else config.dataset
     out = args.out or Path("runs") / f"{data_name}-{config.model}-{config.loss}-seed{config.seed}"
-    result = train(config, out, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
+    from ..training.distributed import init_distributed
+
+    ctx = init_distributed(args.dist_backend, device=config.device)
+    if not ctx.is_main:  # rank 0 speaks for the run
+        import logging
+
+        logging.getLogger("deepmargin").setLevel(logging.WARNING)
+    try:
+        result = train(config, out, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
+    except BaseException as exc:
+        if ctx.enabled:
+            print(f"deepmargin train: rank {ctx.rank} of {ctx.world_size} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise
+    finally:
+        if ctx.enabled:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if not ctx.is_main:
+        return 0
     last = result.history[-1] if result.history else {}
     print(f"run directory     {out}")
     if result.resumed_from:

@@ -18,6 +18,9 @@ def default_margin_layers(model: nn.Module) -> list[str]:
     """The model's ``margin_layers`` when it has them (the wide ResNet: the paper's 5 evenly spaced
     layers), else ``["input", *model.hidden_layers]``: the input and every hidden representation (the
     paper's "all layers" setting); just ``["input"]`` for a model without either attribute."""
+    from ..capture import unwrap_model
+
+    model = unwrap_model(model)
     chosen = getattr(model, "margin_layers", None)
     if chosen:
         return list(chosen)

@@ -64,6 +64,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RESUME_FREE_KEYS, TrainConfig, config_differences, resolve_device
 from .objective import Objective, build_objective
 from .optim import build_optimizer, build_scheduler, derive_seed, seed_everything
+from . import distributed
 from .records import append_row, write_json, write_rows
 from .reweight import training_margins
 
@@ -282,7 +283,11 @@ def train(
             "The 'overwrite' parameter of train must be False when resume=True (resuming keeps the run, "
             "overwriting deletes it). Got overwrite=True instead."
         )
-    device = resolve_device(config.device)
+    ctx = distributed.context()
+    device = distributed.local_device(resolve_device(config.device), ctx)
+    if ctx.enabled and config.batch_size < ctx.world_size:
+        raise ValueError(f"The 'batch_size' parameter of TrainConfig must be at least the {ctx.world_size} processes "
+                         f"(it is the global batch, split over them). Got {config.batch_size} instead.")
     bundle = data if data is not None else _load_data(config)
     check_augmentable(bundle.input_shape, config.augment, dataset=f"dataset {bundle.name!r}")
 
@@ -307,18 +312,24 @@ def train(
     best_val_acc: float | None = None
     best_state: dict[str, Tensor] | None = None
     out = Path(out_dir) if out_dir is not None else None
+    main = ctx.is_main  # only rank 0 writes
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(ctx)
         last_path = out / "last.pt"
-        if last_path.exists() and overwrite:
+        found = last_path.exists()
+        distributed.barrier(ctx)  # every rank has looked before rank 0 changes anything
+        if found and overwrite:
             logger.info("overwriting the run in %s", out)
-            _clear_run_files(out)
-        elif last_path.exists() and resume is False:
+            if main:
+                _clear_run_files(out)
+        elif found and resume is False:
             raise FileExistsError(
                 f"Output directory {str(out)!r} already holds a run (last.pt). Resume it (resume=True, "
                 "--resume), start it again (overwrite=True, --overwrite) or choose another directory."
             )
-        elif last_path.exists():
+        elif found:
             ckpt = load_checkpoint(last_path, map_location=device)
             _check_resumable(ckpt["config"], resolved, int(ckpt["epoch"]), out, other_epochs=resume is True)
             model.load_state_dict(ckpt["model_state"])
@@ -338,7 +349,8 @@ def train(
             best_score = float(meta.get("best_score", -math.inf))
             if (out / "best.pt").exists():
                 best_state = load_checkpoint(out / "best.pt", map_location=device)["model_state"]
-            write_rows(out / "metrics", history, fieldnames=METRIC_COLUMNS)
+            if main:
+                write_rows(out / "metrics", history, fieldnames=METRIC_COLUMNS)
             saved_epochs = ckpt["config"].get("epochs")
             if saved_epochs != config.epochs:
                 logger.info("resuming %s from epoch %d, now to %d epochs (was %s)", out, start_epoch, config.epochs, saved_epochs)
@@ -347,8 +359,15 @@ def train(
         else:
             if resume:
                 logger.warning("nothing to resume in %s (no last.pt); starting a new run", out)
-            _clear_run_files(out)
-        write_json(out / "config.json", resolved)
+            if main:
+                _clear_run_files(out)
+        if main:
+            write_json(out / "config.json", resolved)
+        distributed.barrier(ctx)
+    net, train_objective = model, objective
+    if ctx.enabled:  # wrapped after the checkpoint is loaded; the objective runs the wrapper
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_objective = build_objective(TrainConfig.from_dict(resolved), net)
 
     x_train, y_train = bundle.train.x.to(device), bundle.train.y.to(device)
     n_labelled = len(y_train)
@@ -371,8 +390,8 @@ def train(
     x_val, y_val = bundle.val.x.to(device), bundle.val.y.to(device)
     x_test, y_test = bundle.test.x.to(device), bundle.test.y.to(device)
     selected_by = "val_acc" if len(y_val) else "train_acc"
-    show = _show_progress(progress)
-    level = logging.INFO if verbose else logging.DEBUG
+    show = _show_progress(progress) and main
+    level = logging.INFO if verbose and main else logging.DEBUG
     logger.log(
         level,
         "training %s on %s (%d train / %d val / %d test) with loss %s for %d epochs",
@@ -400,36 +419,38 @@ def train(
         seed_everything(derive_seed(config.seed, epoch))
         generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 1))
         lr = optimizer.param_groups[0]["lr"]
-        model.train()
+        net.train()
         tic = time.perf_counter()
         total_loss, correct, seen, seen_labelled = 0.0, 0, 0, 0
         adv_correct, adv_seen = 0, 0
         num_batches = math.ceil(n_train / config.batch_size)
         bar = _progress_bar(num_batches, f"epoch {epoch}/{config.epochs}", show)
-        for idx in _batches(n_train, config.batch_size, generator):
-            idx = idx.to(device)
+        for global_idx in _batches(n_train, config.batch_size, generator):
+            idx = distributed.shard(global_idx, ctx).to(device)
             xb, yb = x_train[idx], y_train[idx]
             if config.augment != "none":
                 xb = augment_batch(xb, config.augment, config.crop_padding)
             if config.adv_train != "none":
                 adv = adversarial_batch(
-                    objective, model, xb, yb, method=config.adv_train, eps_max=config.adv_eps,
+                    train_objective, model, xb, yb, method=config.adv_train, eps_max=config.adv_eps,
                     ratio=config.adv_ratio, weight=config.adv_weight, bounds=bundle.bounds,
                 )
                 loss, logits = adv.loss, adv.logits
                 adv_correct += (logits[adv.adv_mask].argmax(dim=1) == yb[adv.adv_mask]).sum().item()
                 adv_seen += adv.n_adv
             elif weights is not None:
-                loss, logits = objective(xb, yb, weights=weights[idx])
+                loss, logits = train_objective(xb, yb, weights=weights[idx])
             else:
-                loss, logits = objective(xb, yb)
+                loss, logits = train_objective(xb, yb)
             value = loss.item()
-            if not math.isfinite(value):
+            if distributed.any_rank(not math.isfinite(value), device, ctx):
                 raise FloatingPointError(
                     f"The training loss became {value} in epoch {epoch}. Lower the learning rate, set "
                     "grad_clip (--grad-clip), or cap the margin penalty with alpha (--alpha)."
                 )
             optimizer.zero_grad(set_to_none=True)
+            if ctx.enabled:  # DDP averages the ranks' gradients: weigh each by its share of the global batch
+                loss = loss * (idx.numel() * ctx.world_size / global_idx.numel())
             loss.backward()
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -448,6 +469,10 @@ def train(
                 bar.set_postfix(loss=f"{value:.4f}")
         if bar is not None:
             bar.close()
+        if ctx.enabled:
+            total_loss, correct, seen, seen_labelled, adv_correct, adv_seen = distributed.all_sum(
+                [total_loss, correct, seen, seen_labelled, adv_correct, adv_seen], device, ctx)
+            correct, seen, seen_labelled, adv_correct, adv_seen = (int(v) for v in (correct, seen, seen_labelled, adv_correct, adv_seen))
         if scheduler is not None:
             scheduler.step()
         val = evaluate_split(model, x_val, y_val, objective=objective if config.val_loss else None,
@@ -500,7 +525,7 @@ def train(
             "" if violated is None else f", {violated} margins < mu",
             "n/a" if row["val_acc"] is None else f"{row['val_acc']:.4f}", seconds,
         )
-        if out is not None:
+        if out is not None and main:
             meta = {
                 "last": row, "history": history, "best_epoch": best_epoch,
                 "best_val_acc": best_val_acc, "best_score": best_score, "best_selected_by": selected_by,
@@ -537,8 +562,9 @@ def train(
         stopped=stopped,
         sample_weights=weights,
     )
-    if out is not None:
+    if out is not None and main:
         write_json(out / "results.json", result.summary())
+    distributed.barrier(ctx)
     logger.log(
         level, "test accuracy %.4f (last epoch), %.4f (best.pt: epoch %d, best %s)",
         result.test_acc, result.test_acc_best, best_epoch, "validation accuracy" if selected_by == "val_acc" else
