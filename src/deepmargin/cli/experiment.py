@@ -8,9 +8,10 @@ from pathlib import Path
 
 from ._common import nonneg_float, positive_float, positive_int, seed_int, unit_float
 
-HELP = "run a study of Elsayed et al. (noisy-labels, limited-data, adversarial, or all) and write rows, plots and a report"
+HELP = ("run a study of Elsayed et al. (noisy-labels, limited-data, adversarial, or all), or compare-methods (every margin "
+        "method side by side), and write rows, plots and a report")
 
-_STUDY_CHOICES = ("noisy-labels", "limited-data", "adversarial", "all")
+_STUDY_CHOICES = ("noisy-labels", "limited-data", "adversarial", "all", "compare-methods")
 
 
 def _fraction(text: str) -> float:
@@ -54,7 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=HELP + ". Settings not given come from the dataset's protocol (deepmargin.experiments.protocol). "
         "Running the same command again continues an interrupted study; finished cells are never recomputed.",
     )
-    p.add_argument("study", choices=_STUDY_CHOICES, help="the study; 'all' runs the three, then the report")
+    p.add_argument("study", choices=_STUDY_CHOICES,
+                   help="the study; 'all' runs the paper's three, then the report; compare-methods trains every method "
+                   "clean and under label noise and measures robustness, certified radii, detection and cost")
     p.add_argument("--out", type=Path, required=True, help="study directory")
     g = p.add_argument_group("what to train")
     g.add_argument("--data", "--dataset", dest="dataset", type=dataset_arg, default="digits",
@@ -79,6 +82,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--snr", type=_snr, nargs="+", metavar="DB", help="Gaussian noise SNRs in dB, 20 log10(||x|| / ||delta||)")
     g.add_argument("--adv-eps", type=positive_float, help="largest FGSM epsilon of adversarial training")
     g.add_argument("--attack-n", type=positive_int, help="attack only the first N test inputs (default all)")
+    g = p.add_argument_group("compare-methods settings (default: the dataset's, see deepmargin.experiments.compare)")
+    g.add_argument("--compare-noise", type=unit_float, help="label noise of the noisy runs (default 0.4)")
+    g.add_argument("--eps-l2", type=positive_float, help="l_2 budget of the error-at-eps column (digits 0.5)")
+    g.add_argument("--eps-linf", type=positive_float, help="l_inf budget: error at eps, IFGSM and FGSM (digits 0.1)")
+    g.add_argument("--fpr", type=unit_float, help="false-positive rate of the p-value detection threshold (default 0.05)")
     g = p.add_argument_group("running")
     g.add_argument("--shard", help="I/N: run the I-th of N disjoint parts (default: Slurm array variables if set)")
     g.add_argument("--jobs", type=_jobs, default="auto",
@@ -107,7 +115,8 @@ def options_from_args(args: argparse.Namespace):
         grid=str(args.grid), epochs=args.epochs, noise_levels=tup(args.noise), fractions=tup(args.fractions),
         eps=tup(args.eps), noise_std=tup(args.noise_std), snr_db=tup(args.snr), adv_eps=args.adv_eps, model=args.model,
         model_kwargs=args.model_kwargs, attack_n=args.attack_n, device=args.device,
-        preset_files=tuple(str(f) for f in args.preset_file),
+        preset_files=tuple(str(f) for f in args.preset_file), compare_noise=args.compare_noise, eps_l2=args.eps_l2,
+        eps_linf=args.eps_linf, fpr=args.fpr,
     )
 
 

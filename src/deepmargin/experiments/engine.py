@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from ..training.records import _clean, write_json, write_rows
+from .compare import COMPARE
 from .presets import preset_family
-from .studies import ROW_COLUMNS, STUDIES, Cell, Plan, StudyOptions, build_plan, study_rows
+from .studies import ALL_STUDIES, ROW_COLUMNS, Cell, Plan, StudyOptions, build_plan, study_rows
 
 __all__ = [
     "StudyResult", "assign_shards", "collect_rows", "load_plan", "merge_and_report", "options_from_dict", "parse_shard",
@@ -192,9 +193,9 @@ def _prepare_dir(out: Path, options: StudyOptions, overwrite: bool) -> tuple[str
     directory holds after this run."""
     path = out / "study.json"
     if overwrite:
-        return tuple(s for s in STUDIES if s in options.studies)
+        return tuple(s for s in ALL_STUDIES if s in options.studies)
     if not path.exists():
-        return tuple(s for s in STUDIES if s in options.studies)
+        return tuple(s for s in ALL_STUDIES if s in options.studies)
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
         saved_options = saved["options"]
@@ -210,7 +211,7 @@ def _prepare_dir(out: Path, options: StudyOptions, overwrite: bool) -> tuple[str
             "Use the same options, another --out, or --overwrite to start again."
         )
     held = set(saved_options.get("studies", ())) | set(options.studies)
-    return tuple(s for s in STUDIES if s in held)
+    return tuple(s for s in ALL_STUDIES if s in held)
 
 
 def _check_resolved(out: Path, plan: Plan) -> None:
@@ -330,7 +331,8 @@ def run_cell(out: str, cell: dict[str, Any], dataset_label: str, threads: int) -
                                              "seconds_total": time.perf_counter() - tic})
                     logger.warning("%s diverged (%s); it is never chosen", the_cell.id, exc)
             else:
-                rows = _evaluate(root, the_cell, dataset_label)
+                evaluate = {"eval": _evaluate, "compare": _evaluate_compare, "cost": _measure_cost}[the_cell.kind]
+                rows = evaluate(root, the_cell, dataset_label)
                 write_json(result_path, {"rows": rows, "seconds": time.perf_counter() - tic})
         except (CellError, KeyboardInterrupt):
             raise
@@ -419,6 +421,55 @@ def _evaluate(root: Path, cell: Cell, dataset_label: str) -> list[dict[str, Any]
     return rows
 
 
+def _chosen_models(root: Path, cell: Cell):
+    """The chosen model of a measurement cell and its ``ce`` source, with the run's data bundle and row fields."""
+    import torch
+
+    from ..data import load_dataset
+    from ..training.checkpoint import load_model
+    from .studies import hp_label, select_runs
+
+    spec = cell.config
+    results = _read_results(root, list(cell.deps))
+    chosen = select_runs(results, spec["candidates"])
+    source_id = select_runs(results, spec["source_candidates"])
+    if chosen is None or source_id is None:
+        raise CellError(f"Cell {cell.id!r} started before its training cells finished: {sorted(set(cell.deps) - set(results))}.")
+    if results[chosen].get("test_acc_best") is None or results[source_id].get("test_acc_best") is None:
+        return None
+    device = torch.device(spec["device"])
+    model, meta = load_model(root / chosen / "best.pt", map_location="cpu")
+    source, _ = load_model(root / source_id / "best.pt", map_location="cpu")
+    config = meta["config"]
+    bundle = load_dataset(config["dataset"], root=spec.get("data_root") or config.get("data_root"), val_size=config["val_size"],
+                          train_fraction=config["train_fraction"], label_noise=config["label_noise"], seed=config["seed"])
+    base = {"study": COMPARE, "loss": spec["loss"], "label_noise": 0.0, "train_fraction": 1.0, "seed": int(spec["seed"]),
+            "val_acc": results[chosen].get("best_val_acc"), "n_train": len(bundle.train), "hp": hp_label(chosen), "run": chosen}
+    return model.to(device).eval(), source.to(device).eval(), bundle, base
+
+
+def _evaluate_compare(root: Path, cell: Cell, dataset_label: str) -> list[dict[str, Any]]:
+    """The compare-methods measurements of one chosen clean model (:func:`.compare.evaluate_compare`)."""
+    from .compare import evaluate_compare
+
+    chosen = _chosen_models(root, cell)
+    if chosen is None:
+        logger.warning("%s: every grid point of %s or of its source diverged; nothing to measure", cell.id, cell.config["loss"])
+        return []
+    model, source, bundle, base = chosen
+    return evaluate_compare(model, source, bundle, cell.config, {**base, "dataset": dataset_label})
+
+
+def _measure_cost(root: Path, cell: Cell, dataset_label: str) -> list[dict[str, Any]]:
+    """The step time and peak memory of every compare-methods method relative to ``ce`` (one process, interleaved)."""
+    from .compare import measure_cost
+
+    plan_cells = {c["id"]: c for c in json.loads((root / "cells.json").read_text(encoding="utf-8"))["cells"]}
+    configs = {name: plan_cells[run]["config"] for name, run in cell.config["runs"].items()}
+    base = {"study": COMPARE, "dataset": dataset_label, "label_noise": 0.0, "train_fraction": 1.0, "seed": cell.config["seed"]}
+    return measure_cost(configs, cell.config, base)
+
+
 # -- rows ---------------------------------------------------------------------------------------
 
 
@@ -429,7 +480,7 @@ def collect_rows(plan: Plan, out: str | os.PathLike[str], *, groups: set | None 
     results = _read_results(root, train_ids)
     eval_rows = {}
     for cell in plan.cells.values():
-        if cell.kind == "eval":
+        if cell.kind != "train":
             path = cell_result_path(root, cell)
             if path.exists():
                 eval_rows[cell.id] = _read_json(path)["rows"]
@@ -502,6 +553,8 @@ def _needed(plan: Plan, studies: Sequence[str]) -> list[Cell]:
             ids.update(dict.fromkeys(cands))
     if "adversarial" in studies:
         ids.update({c.id: None for c in plan.cells.values() if c.kind == "eval"})
+    if COMPARE in studies:
+        ids.update({c.id: None for c in plan.cells.values() if c.kind in ("compare", "cost")})
     return [plan.cells[i] for i in plan.cells if i in ids]
 
 

@@ -18,6 +18,7 @@ and the hyperparameter grid. The presets of Elsayed et al. (2018), Sec. 4.2::
     matyasko-l1/-l2    Matyasko & Chau's hinge + gradient-difference penalty (C = 0.1)
     j1, j2, tulip      Finlay & Oberman's input-gradient penalties (eps = 0.1; tulip lambda = 0.1)
     vat                virtual adversarial training (eps = 1)
+    dropout            cross-entropy with dropout 0.5 (the grid of compare-methods searches the rate)
     kesidis-7          Kesidis et al.'s (7): cross-entropy with mu added to the non-target logits
     kesidis-9          their (9), hinged, with the dual reweighting loop (lambda_x *= 2 each epoch
                        for samples whose margin is below mu; stops when every margin is met)
@@ -106,6 +107,7 @@ for _name, _fields, _text in (
     ("tulip", {"loss": "input_gradient", "loss_options": {"eps": 0.1, "norm": 2, "lipschitz": 0.1}},
      "Finlay & Oberman J^{2-Lip} (tulip): J^2 + lambda max_batch ||grad_x CE||_2"),
     ("vat", {"loss": "vat", "loss_options": {"eps": 1.0}}, "virtual adversarial training (Miyato et al.) + CE"),
+    ("dropout", {"loss": "ce", "model_kwargs": {"dropout": 0.5}}, "cross-entropy with dropout (Matyasko & Chau's baseline)"),
     ("kesidis-7", {"loss": "kesidis", "loss_options": {"mu": 5.0, "objective": "shifted-ce"}},
      "Kesidis et al. (7): cross-entropy with mu added to the non-target logits"),
     ("kesidis-9", {"loss": "kesidis", "loss_options": {"mu": 5.0, "objective": "hinged-violation", "reweight": "multiply",

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..training import TrainConfig
+from .compare import COMPARE, COMPARE_METHODS, compare_defaults, compare_grid
 from .presets import ADVERSARIAL_LOSSES, PAPER_LOSSES, PRESETS, Preset, load_preset_file, preset_family
 from .protocol import Protocol, _norm_key, expand_grid, hp_tag, protocol_for, resolve_grid
 
@@ -49,6 +50,8 @@ __all__ = [
 
 #: The studies, in the order ``all`` runs them.
 STUDIES: tuple[str, ...] = ("noisy-labels", "limited-data", "adversarial")
+#: Every study a directory can hold: the paper's and ``compare-methods`` (:mod:`.compare`).
+ALL_STUDIES: tuple[str, ...] = (*STUDIES, COMPARE)
 
 _ALL_LAYER = ("ce", "hinge", "margin-l1", "margin-l2", "margin-linf")
 #: The presets each study trains when ``--losses`` is not given: cross-entropy, hinge and the
@@ -59,12 +62,13 @@ DEFAULT_LOSSES: dict[str, tuple[str, ...]] = {
     "noisy-labels": _ALL_LAYER,
     "limited-data": _ALL_LAYER,
     "adversarial": PAPER_LOSSES + ADVERSARIAL_LOSSES,
+    COMPARE: COMPARE_METHODS,
 }
 
 #: Columns of ``rows.csv`` (``rows.jsonl`` has the same keys).
 ROW_COLUMNS: tuple[str, ...] = (
     "study", "dataset", "loss", "label_noise", "train_fraction", "attack", "eps", "box", "seed", "test_acc",
-    "val_acc", "test_acc_last", "n_test", "n_train", "source", "hp", "run",
+    "val_acc", "test_acc_last", "n_test", "n_train", "source", "hp", "run", "metric", "value",
 )
 
 _SOURCE = "ce"  # the black-box attacker: the cross-entropy model of the same seed
@@ -90,6 +94,9 @@ class StudyOptions:
         attack_n: attack only the first ``attack_n`` test inputs (default: all).
         device: torch device of every cell.
         preset_files: JSON files of user presets (TrainConfig fields), usable in ``losses``.
+        compare_noise, eps_l2, eps_linf, fpr: ``compare-methods`` settings (label noise of the noisy
+            runs; attack budgets; false-positive rate of the detection threshold);
+            ``None``: :func:`~deepmargin.experiments.compare.compare_defaults`.
     """
 
     studies: tuple[str, ...] = STUDIES
@@ -110,11 +117,22 @@ class StudyOptions:
     attack_n: int | None = None
     device: str = "cpu"
     preset_files: tuple[str, ...] = ()
+    compare_noise: float | None = None
+    eps_l2: float | None = None
+    eps_linf: float | None = None
+    fpr: float | None = None
 
     def __post_init__(self) -> None:
         owner = "StudyOptions"
-        if isinstance(self.studies, str) or not self.studies or any(s not in STUDIES for s in self.studies):
-            raise ValueError(f"The 'studies' parameter of {owner} must be a non-empty list of {list(STUDIES)}. Got {self.studies!r} instead.")
+        if isinstance(self.studies, str) or not self.studies or any(s not in ALL_STUDIES for s in self.studies):
+            raise ValueError(f"The 'studies' parameter of {owner} must be a non-empty list of {list(ALL_STUDIES)}. Got {self.studies!r} instead.")
+        for name, ok, expected in (("compare_noise", lambda v: 0 < v < 1, "a float in (0, 1)"),
+                                   ("eps_l2", lambda v: 0 < v < math.inf, "a finite float > 0"),
+                                   ("eps_linf", lambda v: 0 < v < math.inf, "a finite float > 0"),
+                                   ("fpr", lambda v: 0 < v < 1, "a float in (0, 1)")):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and ok(value)):
+                raise ValueError(f"The '{name}' parameter of {owner} must be {expected} or None. Got {value!r} instead.")
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
             raise ValueError(f"The 'seeds' parameter of {owner} must be a non-empty list of ints >= 0. Got {self.seeds!r} instead.")
         if len(set(self.seeds)) != len(self.seeds):
@@ -199,6 +217,8 @@ class Plan:
     candidates: dict[tuple[str, str, float, float, int], list[str]]
     study_losses: dict[str, tuple[str, ...]]
     data_info: dict[str, Any] = field(default_factory=dict)
+    compare_grid: dict[str, Any] | None = None
+    compare: dict[str, float] | None = None
 
     def describe(self) -> dict[str, Any]:
         """What ``study.json`` records: everything that determines the rows."""
@@ -210,6 +230,7 @@ class Plan:
             "study_losses": {k: list(v) for k, v in self.study_losses.items()},
             "dataset": self.dataset_label,
             "data": self.data_info,
+            **({"compare_grid": self.compare_grid, "compare": self.compare} if self.compare_grid is not None else {}),
         }
 
 
@@ -348,6 +369,16 @@ def build_plan(options: StudyOptions, *, saved: Mapping[str, Any] | None = None)
     else:
         protocol = _protocol(options, data_info["input_shape"])
     grid = resolve_grid(saved["grid"] if saved is not None else options.grid, protocol)
+    c_grid, c_settings = None, None
+    if COMPARE in options.studies:
+        if saved is not None and "compare_grid" in saved:
+            c_grid, c_settings = resolve_grid(saved["compare_grid"], protocol), dict(saved["compare"])
+        else:
+            c_grid = compare_grid(options.grid if options.grid in ("reduced", "paper", "none") else grid, protocol)
+            c_settings = compare_defaults(str(data_info["name"]), data_info["input_shape"])
+            for key, option in (("noise", "compare_noise"), ("eps_l2", "eps_l2"), ("eps_linf", "eps_linf"), ("fpr", "fpr")):
+                if getattr(options, option) is not None:
+                    c_settings[key] = float(getattr(options, option))
     model_opts = model_options(protocol.model)
     study_losses: dict[str, tuple[str, ...]] = {}
     for study in options.studies:
@@ -362,7 +393,7 @@ def build_plan(options: StudyOptions, *, saved: Mapping[str, Any] | None = None)
         preset = presets[name]
         family = preset_family(preset.fields)
         ids = []
-        for hp in expand_grid(grid, name, family, preset.fields.get("norm", 2)):
+        for hp in expand_grid(c_grid if study == COMPARE else grid, name, family, preset.fields.get("norm", 2)):
             if "dropout" in hp and "dropout" not in model_opts:
                 hp = {k: v for k, v in hp.items() if k != "dropout"}
             config = _train_config(protocol, options, preset, hp, noise, fraction, seed, num_classes, model_opts)
@@ -381,10 +412,12 @@ def build_plan(options: StudyOptions, *, saved: Mapping[str, Any] | None = None)
             settings = [(n, 1.0) for n in protocol.noise_levels]
         elif study == "limited-data":
             settings = [(0.0, f) for f in protocol.fractions]
+        elif study == COMPARE:
+            settings = [(0.0, 1.0), (float(c_settings["noise"]), 1.0)]
         else:
             settings = [(0.0, 1.0)]
         names = list(study_losses[study])
-        if study == "adversarial" and _SOURCE not in names:
+        if study in ("adversarial", COMPARE) and _SOURCE not in names:
             names.insert(0, _SOURCE)
         for noise, fraction in settings:
             for seed in options.seeds:
@@ -403,10 +436,31 @@ def build_plan(options: StudyOptions, *, saved: Mapping[str, Any] | None = None)
                 cell_id = f"eval/{name}/seed{seed}"
                 cost = 0.2 * sum(cells[c].cost for c in own) / max(len(own), 1)
                 cells[cell_id] = Cell(cell_id, "eval", (0.0, 1.0, int(seed)), spec, tuple(dict.fromkeys(own + source_ids)), cost)
+    if COMPARE in options.studies:
+        _add_compare_cells(cells, candidates, study_losses[COMPARE], options, c_settings, protocol)
     label = data_info["name"]
     ordered = dict(sorted(cells.items(), key=lambda kv: kv[1].kind != "train"))
     return Plan(options, protocol, grid, {n: presets[n] for n in _used(study_losses, options)}, label, ordered,
-                candidates, study_losses, data_info)
+                candidates, study_losses, data_info, c_grid, c_settings)
+
+
+def _add_compare_cells(cells: dict[str, Cell], candidates: Mapping[tuple, list[str]], losses: Sequence[str],
+                       options: StudyOptions, settings: Mapping[str, float], protocol: Protocol) -> None:
+    """The measurement cell of every (method, seed) and the one cost cell of ``compare-methods``."""
+    for seed in options.seeds:
+        source_ids = candidates[(COMPARE, _SOURCE, 0.0, 1.0, int(seed))]
+        for name in losses:
+            own = candidates[(COMPARE, name, 0.0, 1.0, int(seed))]
+            spec = {"loss": name, "seed": int(seed), **settings, "attack_n": options.attack_n, "device": options.device,
+                    "candidates": own, "source": _SOURCE, "source_candidates": source_ids, "data_root": options.data_root}
+            cost = 0.3 * sum(cells[c].cost for c in own) / max(len(own), 1)
+            cell_id = f"compare/{name}/seed{seed}"
+            cells[cell_id] = Cell(cell_id, "compare", (0.0, 1.0, int(seed)), spec, tuple(dict.fromkeys(own + source_ids)), cost)
+    seed = int(options.seeds[0])
+    first = {name: candidates[(COMPARE, name, 0.0, 1.0, seed)][0] for name in dict.fromkeys([_SOURCE, *losses])}
+    spec = {"dataset": options.dataset, "data_root": options.data_root, "device": options.device, "seed": seed,
+            "batch": int(protocol.batch_size), "rounds": 5, "steps": 3, "runs": first}
+    cells["cost/compare"] = Cell("cost/compare", "cost", (0.0, 1.0, seed), spec, (), 2.0)
 
 
 def _file_sha1(dataset: str) -> str | None:
@@ -424,7 +478,7 @@ def _file_sha1(dataset: str) -> str | None:
 
 def _used(study_losses: Mapping[str, Sequence[str]], options: StudyOptions) -> list[str]:
     names = list(dict.fromkeys(n for losses in study_losses.values() for n in losses))
-    if "adversarial" in options.studies and _SOURCE not in names:
+    if ("adversarial" in options.studies or COMPARE in options.studies) and _SOURCE not in names:
         names.insert(0, _SOURCE)
     return names
 
@@ -491,9 +545,8 @@ def study_rows(
             "n_train": (res.get("data") or {}).get("sizes", {}).get("train"), "source": None,
             "hp": hp_label(chosen), "run": chosen,
         })
-    if "adversarial" in plan.study_losses:
-        for cell in plan.cells.values():
-            if cell.kind != "eval" or cell.id not in eval_rows or (groups is not None and cell.group not in groups):
-                continue
-            rows.extend(dict(r) for r in eval_rows[cell.id])
+    for cell in plan.cells.values():  # the adversarial study's attacks, compare-methods' measurements and cost
+        if cell.kind == "train" or cell.id not in eval_rows or (groups is not None and cell.group not in groups):
+            continue
+        rows.extend(dict(r) for r in eval_rows[cell.id])
     return [{k: r.get(k) for k in ROW_COLUMNS} for r in rows]
