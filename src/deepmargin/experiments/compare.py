@@ -114,7 +114,8 @@ def evaluate_compare(model, source, bundle, spec: Mapping[str, Any], base: Mappi
 
     def add(attack: str, metric: str, value: float | None, *, eps: float | None = None, box: str = "white",
             source_name: str | None = None) -> None:
-        rows.append({**base, "attack": attack, "metric": metric, "value": None if value is None else float(value),
+        value = None if value is None or math.isnan(float(value)) else float(value)  # NaN: nothing measured
+        rows.append({**base, "attack": attack, "metric": metric, "value": value,
                      "eps": eps, "box": box, "source": source_name, "n_test": int(len(y)),
                      "test_acc": float(value) if metric == "accuracy" and value is not None else None})
 

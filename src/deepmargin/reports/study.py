@@ -54,6 +54,7 @@ _STUDY_TITLES = {
     "noisy-labels": "Noisy labels (paper Fig. 2 left, Fig. 4 left)",
     "limited-data": "Limited training data (paper Fig. 2 right, Fig. 4 right)",
     "adversarial": "Adversarial perturbations and noise (paper Fig. 3, Fig. 5, supplementary)",
+    "compare-methods": "Every margin method side by side (Matyasko & Chau, Finlay & Oberman, Kesidis et al.)",
 }
 
 
@@ -524,6 +525,13 @@ def write_report(
             clean = [r for r in sub if r["attack"] == "fgsm" and r["box"] == "white" and r["eps"] == 0]
             doc.table(*_chosen_table([{**r, "eps": 0.0} for r in clean], "eps", "eps", losses),
                       "hyperparameters chosen on validation accuracy (clean, full data; per seed)")
+    compare_rows = [r for r in rows if r["study"] == "compare-methods"]
+    if compare_rows:
+        from .compare import compare_section
+
+        doc.heading(_STUDY_TITLES["compare-methods"])
+        files.update(compare_section(doc, compare_rows, figures, dataset=dataset, losses=study_losses.get("compare-methods"),
+                                     settings=study.get("compare")))
     _paper_section(doc, dataset, rows)
     doc.heading("Files")
     doc.bullets([
