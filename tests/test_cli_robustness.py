@@ -263,3 +263,86 @@ def test_bad_values_give_one_clear_line(ckpts, tmp_path, capsys):
         assert err.startswith("deepmargin robustness: error: ") and message in err, err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
         assert not out.exists()  # nothing is written when the input is bad
+
+
+def _cell(value):
+    """A certified-radius cell of margins.csv (``load_margin_rows`` keeps unknown columns as text)."""
+    return None if value in ("", None) else float(value)
+
+
+def test_certified_radii_are_below_the_attack_distances(digits_result, ckpts):
+    from deepmargin.metrics import lipschitz_upper_bound, purity_radius
+
+    out, _, stdout = digits_result
+    rows = _summary(out)
+    l2, linf = rows
+    margins = load_margin_rows(out / "margins.csv")
+    assert all(_cell(m["certified_kesidis"]) is None and _cell(m["certified_tsuzuku"]) is None
+               for m in margins if m["norm"] == "linf")
+    mine = [m for m in margins if m["norm"] == "l2"]
+    kesidis = np.array([_cell(m["certified_kesidis"]) for m in mine])
+    tsuzuku = np.array([_cell(m["certified_tsuzuku"]) for m in mine])
+    assert (kesidis >= 0).all() and (tsuzuku >= 0).all() and (kesidis > 0).any() and (tsuzuku > 0).any()
+    checked = 0
+    for m, k, t in zip(mine, kesidis, tsuzuku):
+        if m["correct"] and math.isfinite(m["min_norm"]):  # certified radius <= true distance <= attack distance
+            assert k <= m["min_norm"] and t <= m["min_norm"], m
+            checked += 1
+    assert checked > N // 2
+
+    # the bounds and radii are the library's, recomputed from the checkpoint
+    model, _ = load_model(ckpts["digits"])
+    x = load_dataset("digits", seed=0).test.x[:N]
+    lip_2 = lipschitz_upper_bound(model, tuple(x.shape[1:]), norm="l2")
+    lip_inf = lipschitz_upper_bound(model, tuple(x.shape[1:]), norm="linf-l2")
+    assert l2["lipschitz_l2"] == pytest.approx(lip_2, rel=1e-6)
+    assert l2["lipschitz_linf_l2"] == pytest.approx(lip_inf, rel=1e-6)
+    assert 0 < l2["lipschitz_linf_l2"] <= l2["lipschitz_l2"]
+    assert kesidis == pytest.approx(purity_radius(model, x, lipschitz=lip_inf).numpy(), rel=1e-5, abs=1e-7)
+    assert tsuzuku == pytest.approx(purity_radius(model, x, lipschitz=lip_2, theorem="tsuzuku").numpy(), rel=1e-5,
+                                    abs=1e-7)
+    correct = np.array([m["correct"] for m in mine])
+    for key, values in (("median_certified_kesidis", kesidis), ("median_certified_tsuzuku", tsuzuku)):
+        assert l2[key] == pytest.approx(float(np.median(np.where(correct, values, 0.0))), rel=1e-6)
+        assert l2[key] <= l2["median_distance"]
+        assert linf[key] is None
+    assert linf["lipschitz_l2"] is None and linf["lipschitz_linf_l2"] is None
+    config = json.loads((out / "config.json").read_text())
+    assert config["certify"] is True and config["lipschitz_iterations"] == 100
+    assert config["lipschitz"]["digits"] == {"l2": pytest.approx(lip_2, rel=1e-6), "linf-l2": pytest.approx(lip_inf, rel=1e-6)}
+    assert "cert_kesidis" in stdout.splitlines()[0] and "cert_tsuzuku" in stdout.splitlines()[0]
+
+
+def test_certified_radii_of_a_linear_model_are_below_the_exact_distance(ckpts, tmp_path):
+    out = tmp_path / "out"
+    assert main(["-q", "robustness", str(ckpts["lin_a"]), "--norms", "l2", "--n", str(N), "--steps", "5",
+                 "--out", str(out)]) == 0
+    margins = load_margin_rows(out / "margins.csv")
+    model, _ = load_model(ckpts["lin_a"])
+    x = load_dataset("moons", seed=0).test.x[:N].double()
+    w, b = model.fc1.weight.detach().double(), model.fc1.bias.detach().double()
+    z = x @ w.T + b
+    exact = (z[:, 0] - z[:, 1]).abs() / torch.linalg.vector_norm(w[0] - w[1])  # distance to the decision boundary
+    # the bounds of a linear model are its spectral norm and largest row norm
+    (row,) = _summary(out)
+    assert row["lipschitz_l2"] == pytest.approx(float(torch.linalg.matrix_norm(w, ord=2)), rel=1e-6)
+    assert row["lipschitz_linf_l2"] == pytest.approx(float(w.norm(dim=1).max()), rel=1e-6)
+    tsuzuku = torch.tensor([_cell(m["certified_tsuzuku"]) for m in margins], dtype=torch.float64)
+    kesidis = torch.tensor([_cell(m["certified_kesidis"]) for m in margins], dtype=torch.float64)
+    assert torch.allclose(tsuzuku, (z[:, 0] - z[:, 1]).abs() / (math.sqrt(2) * row["lipschitz_l2"]), rtol=1e-4)
+    assert bool((tsuzuku <= exact * (1 + 1e-5)).all()) and bool((kesidis <= exact * (1 + 1e-5)).all())
+    assert bool((tsuzuku > 0).all())
+
+
+def test_no_certify_leaves_the_columns_empty(ckpts, tmp_path):
+    out = tmp_path / "out"
+    assert main(["-q", "robustness", str(ckpts["lin_a"]), "--norms", "l2", "--no-certify", "--n", "16",
+                 "--steps", "5", "--no-plot", "--out", str(out)]) == 0
+    (row,) = _summary(out)
+    for key in ("lipschitz_l2", "lipschitz_linf_l2", "median_certified_kesidis", "median_certified_tsuzuku"):
+        assert row[key] is None
+    margins = load_margin_rows(out / "margins.csv")
+    assert len(margins) == 16
+    assert all(_cell(m["certified_kesidis"]) is None and _cell(m["certified_tsuzuku"]) is None for m in margins)
+    config = json.loads((out / "config.json").read_text())
+    assert config["certify"] is False and config["lipschitz"] is None

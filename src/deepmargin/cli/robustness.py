@@ -12,9 +12,17 @@ beside it (:func:`deepmargin.metrics.margin_report`). Writes, in ``--out``:
 * ``summary.csv`` / ``summary.jsonl``: one row per (model, norm, attack): clean accuracy, median
   adversarial distance and error at each epsilon (Finlay & Oberman's table), mean linearised and
   minimum-norm distances of the correctly classified inputs, and, on the l2 rows, rho_adv
-  (DeepFool; Matyasko & Chau);
+  (DeepFool; Matyasko & Chau), the Lipschitz bounds used (``lipschitz_l2``, ``lipschitz_linf_l2``)
+  and the median certified radii (``median_certified_kesidis``, ``median_certified_tsuzuku``;
+  0 for misclassified inputs, as in ``median_distance``, so each is at most ``median_distance``);
+  ``--no-certify`` leaves these columns empty;
 * ``margins.csv``: the per-input margin report (model, norm, attack, index, label, pred, correct,
-  nearest_class, linearized, min_norm, gap);
+  nearest_class, linearized, min_norm, gap) and, on the l2 rows, the certified class-pure radii
+  ``certified_kesidis`` (Kesidis et al., Theorem 2.1: ``mu(relu f) / (2 L_inf)``) and
+  ``certified_tsuzuku`` (Tsuzuku et al., Prop. 4.1: ``mu(f) / (sqrt(2) L_2)``) around the model's
+  decision, from upper bounds of the Lipschitz constants
+  (:func:`deepmargin.metrics.lipschitz_upper_bound`). For a correctly classified input,
+  certified radius <= true distance to the boundary <= ``min_norm``;
 * ``margin_histogram.png``: histograms of the minimum-norm distances per model, drawn from
   ``margins.csv`` (:func:`deepmargin.reports.margins.plot_margin_histogram`);
 * ``config.json``: the resolved options.
@@ -50,6 +58,8 @@ __all__ = [
     "MIN_NORM_ATTACKS",
     "DEFAULT_EPS",
     "SUMMARY_FIELDS",
+    "CERTIFIED_FIELDS",
+    "certify",
 ]
 
 MIN_NORM_ATTACKS = ("fmn", "deepfool")
@@ -58,8 +68,11 @@ DEFAULT_EPS = {"l2": (0.1, 0.5, 1.0, 2.0), "linf": (0.05, 0.1, 0.2, 0.3)}
 #: Column order of ``summary.csv``.
 SUMMARY_FIELDS = (
     "model", "norm", "attack", "n", "clean_accuracy", "median_distance", "eps", "error_at_eps",
-    "mean_linearized", "mean_min_norm", "failed", "rho_adv", "dataset", "checkpoint", "steps",
+    "mean_linearized", "mean_min_norm", "failed", "rho_adv", "lipschitz_l2", "lipschitz_linf_l2",
+    "median_certified_kesidis", "median_certified_tsuzuku", "dataset", "checkpoint", "steps",
 )
+#: Per-input columns ``margins.csv`` adds to :data:`deepmargin.reports.margins.MARGIN_FIELDS` (empty off the l2 rows).
+CERTIFIED_FIELDS = ("certified_kesidis", "certified_tsuzuku")
 
 HELP = "distance of test inputs to the decision boundary: minimum-norm attacks, linearised margins, rho_adv"
 
@@ -89,6 +102,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="steps of the minimum-norm attack (default: fmn 100, deepfool 50)")
     p.add_argument("--n", type=positive_int, default=None, help="measure the first N test inputs (default: all)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="inputs per attack call (default: 256)")
+    p.add_argument("--no-certify", dest="certify", action="store_false",
+                   help="skip the Lipschitz bounds and the certified l2 radii (Kesidis et al. Theorem 2.1, Tsuzuku "
+                        "et al. Prop. 4.1) of the l2 rows")
+    p.add_argument("--lipschitz-iterations", type=positive_int, default=100, metavar="K",
+                   help="most power-iteration steps per convolution for the Lipschitz bounds (default: 100)")
     add_output_options(p, out="runs/robustness", plot="margin_histogram.png", progress="a progress bar")
     p.set_defaults(func=run)
     return p
@@ -194,6 +212,52 @@ def measure(
     return summary, report
 
 
+def certify(
+    model: nn.Module, x: torch.Tensor, *, iterations: int = 100, batch_size: int = 256
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Lipschitz upper bounds of ``model`` and the certified l2 radius of each input under both theorems.
+
+    Returns:
+        ``({"l2": L_2, "linf-l2": L_inf}, {"certified_kesidis": (N,), "certified_tsuzuku": (N,)})``:
+        :func:`deepmargin.metrics.purity_radius` with ``theorem='kesidis'`` and ``L_inf``, and with
+        ``theorem='tsuzuku'`` and ``L_2``.
+
+    Example:
+        >>> bounds, radii = certify(nn.Linear(4, 3), torch.rand(5, 4))
+        >>> sorted(bounds), radii["certified_kesidis"].shape
+        (['l2', 'linf-l2'], torch.Size([5]))
+    """
+    from ..metrics import lipschitz_upper_bound, purity_radius
+
+    shape = tuple(x.shape[1:])
+    try:
+        bounds = {norm: lipschitz_upper_bound(model, shape, norm=norm, iterations=iterations)
+                  for norm in ("l2", "linf-l2")}
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{exc} Pass --no-certify to skip the certified radii.") from exc
+    radii = {
+        "certified_kesidis": purity_radius(model, x, lipschitz=bounds["linf-l2"], theorem="kesidis",
+                                           batch_size=batch_size),
+        "certified_tsuzuku": purity_radius(model, x, lipschitz=bounds["l2"], theorem="tsuzuku",
+                                           batch_size=batch_size),
+    }
+    return bounds, radii
+
+
+def _certified_summary(
+    bounds: Mapping[str, float] | None, radii: Mapping[str, torch.Tensor] | None, correct: torch.Tensor
+) -> dict[str, float | None]:
+    """The summary's Lipschitz and median certified-radius cells (misclassified inputs count as 0)."""
+    from ..metrics import median_adversarial_distance
+
+    if bounds is None or radii is None:
+        return {"lipschitz_l2": None, "lipschitz_linf_l2": None, "median_certified_kesidis": None,
+                "median_certified_tsuzuku": None}
+    medians = {f"median_{key}": float(median_adversarial_distance(torch.where(correct, r, torch.zeros_like(r))))
+               for key, r in radii.items()}
+    return {"lipschitz_l2": bounds["l2"], "lipschitz_linf_l2": bounds["linf-l2"], **medians}
+
+
 def _report_rows(report: Mapping[str, torch.Tensor], **keys: Any) -> list[dict[str, Any]]:
     columns = {k: v.detach().cpu().tolist() for k, v in report.items()}
     n = len(columns["index"])
@@ -243,12 +307,20 @@ def run(args: argparse.Namespace) -> int:
     # rho_adv is defined with DeepFool in l2 (Moosavi-Dezfooli et al.; Matyasko & Chau)
     rho_attack = build_attack("deepfool", "l2", steps=args.steps if args.attack == "deepfool" else None, bounds=bounds)
     chunks = math.ceil(len(y) / args.batch_size)
-    total = len(models) * (len(norms) * chunks + ("l2" in norms))
+    certifying = args.certify and "l2" in norms
+    total = len(models) * (len(norms) * chunks + ("l2" in norms) + certifying)
 
     summary_rows: list[dict[str, Any]] = []
     margin_rows: list[dict[str, Any]] = []
+    lipschitz: dict[str, dict[str, float]] = {}
     with tqdm(total=total, desc="robustness", disable=not progress, leave=False, file=sys.stderr) as bar:
         for name, model in models.items():
+            constants = radii = None
+            if certifying:
+                bar.set_postfix_str(f"{name} lipschitz")
+                constants, radii = certify(model, x, iterations=args.lipschitz_iterations, batch_size=args.batch_size)
+                lipschitz[name] = constants
+                bar.update(1)
             for norm in norms:
                 bar.set_postfix_str(f"{name} {norm} {args.attack}")
                 summary, report = measure(model, x, y, norm=norm, attack=attacks[norm], eps=eps_by_norm[norm],
@@ -258,19 +330,23 @@ def run(args: argparse.Namespace) -> int:
                     bar.set_postfix_str(f"{name} rho_adv")
                     rho = float(rho_adv(model, x, y, attack=rho_attack, batch_size=args.batch_size)["rho_adv"])
                     bar.update(1)
+                on_l2 = norm == "l2"
                 summary_rows.append({
                     "model": name, "norm": norm, "attack": args.attack, **summary, "rho_adv": rho,
+                    **_certified_summary(constants if on_l2 else None, radii if on_l2 else None, report["correct"]),
                     "dataset": dataset, "checkpoint": str(args.checkpoints[names.index(name)]),
                     "steps": attacks[norm].steps,
                 })
-                margin_rows += _report_rows(report, model=name, norm=norm, attack=args.attack)
+                columns = {**report, **radii} if on_l2 and radii is not None else report
+                rows = _report_rows(columns, model=name, norm=norm, attack=args.attack)
+                margin_rows += [{**{key: None for key in CERTIFIED_FIELDS}, **row} for row in rows]
                 logger.debug("%s %s: median distance %.4g", name, norm, summary["median_distance"])
 
     out = Path(args.out)
     written = [
         write_rows_atomic(out / "summary.csv", summary_rows, fieldnames=SUMMARY_FIELDS),
         write_rows_atomic(out / "summary.jsonl", summary_rows),
-        write_rows_atomic(out / "margins.csv", margin_rows, fieldnames=MARGIN_FIELDS),
+        write_rows_atomic(out / "margins.csv", margin_rows, fieldnames=(*MARGIN_FIELDS, *CERTIFIED_FIELDS)),
     ]
     if args.plot:
         fig = plot_margin_histogram(out / "margins.csv", title=f"{dataset}: distance to the boundary (n={len(y)})")
@@ -290,6 +366,9 @@ def run(args: argparse.Namespace) -> int:
         "attack_objects": {norm: repr(a) for norm, a in attacks.items()},
         "rho_adv_attack": repr(rho_attack) if "l2" in norms else None,
         "batch_size": args.batch_size,
+        "certify": certifying,
+        "lipschitz_iterations": args.lipschitz_iterations if certifying else None,
+        "lipschitz": lipschitz or None,
         "device": str(args.device),
         "torch_version": torch.__version__,
     }
@@ -298,7 +377,8 @@ def run(args: argparse.Namespace) -> int:
     table = [
         {"model": r["model"], "norm": r["norm"], "attack": r["attack"], "n": r["n"], "clean_acc": r["clean_accuracy"],
          "median_dist": r["median_distance"], "mean_lin": r["mean_linearized"], "mean_min_norm": r["mean_min_norm"],
-         "failed": r["failed"], "err@eps": _errors_cell(r["eps"], r["error_at_eps"]), "rho_adv": r["rho_adv"]}
+         "failed": r["failed"], "err@eps": _errors_cell(r["eps"], r["error_at_eps"]), "rho_adv": r["rho_adv"],
+         "cert_kesidis": r["median_certified_kesidis"], "cert_tsuzuku": r["median_certified_tsuzuku"]}
         for r in summary_rows
     ]
     print(format_table(table))

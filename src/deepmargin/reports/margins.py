@@ -36,7 +36,7 @@ MARGIN_FIELDS = (
 )
 
 _INT_FIELDS = ("index", "label", "pred", "nearest_class")
-_FLOAT_FIELDS = ("linearized", "min_norm", "gap")
+_FLOAT_FIELDS = ("linearized", "min_norm", "gap", "certified_kesidis", "certified_tsuzuku")
 _VALUES = ("min_norm", "linearized", "gap")
 _NORM_TITLES = {"linf": r"$\ell_\infty$", "l2": r"$\ell_2$"}
 _VALUE_LABELS = {
