@@ -14,7 +14,7 @@ from types import ModuleType
 
 
 #: Subcommand modules, in the order ``--help`` lists them. Missing optional ones are skipped.
-SUBCOMMANDS = ("train", "evaluate", "attack", "robustness", "experiment", "report", "demo", "layers", "losses")
+SUBCOMMANDS = ("train", "evaluate", "attack", "robustness", "detect", "experiment", "report", "demo", "layers", "losses")
 
 #: Errors that come from bad user input; they are reported in one line instead of a traceback.
 USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
