@@ -365,22 +365,15 @@ def _evaluate(root: Path, cell: Cell, dataset_label: str) -> list[dict[str, Any]
 
     from ..attacks import FGSM, IFGSM, GaussianNoise, accuracy_vs_epsilon
     from ..data import load_dataset
-    from ..training.checkpoint import load_model
-    from .studies import hp_label, select_runs
+    from .studies import hp_label
 
     spec = cell.config
-    results = _read_results(root, list(cell.deps))
-    chosen = select_runs(results, spec["candidates"])
-    source_id = select_runs(results, spec["source_candidates"])
-    if chosen is None or source_id is None:
-        raise CellError(f"Cell {cell.id!r} started before its training cells finished: {sorted(set(cell.deps) - set(results))}.")
-    if results[chosen].get("test_acc_best") is None or results[source_id].get("test_acc_best") is None:
+    found = _load_chosen(root, cell)
+    if found is None:
         logger.warning("%s: every grid point of %s or of its source diverged; nothing to attack", cell.id, spec["loss"])
         return []
+    results, chosen, model, source, meta = found
     device = torch.device(spec["device"])
-    model, meta = load_model(root / chosen / "best.pt", map_location="cpu")
-    source, _ = load_model(root / source_id / "best.pt", map_location="cpu")
-    model, source = model.to(device).eval(), source.to(device).eval()
     config = meta["config"]
     data_root = spec.get("data_root") or config.get("data_root")
     bundle = load_dataset(config["dataset"], root=data_root, val_size=0.0, seed=0)
@@ -421,13 +414,14 @@ def _evaluate(root: Path, cell: Cell, dataset_label: str) -> list[dict[str, Any]
     return rows
 
 
-def _chosen_models(root: Path, cell: Cell):
-    """The chosen model of a measurement cell and its ``ce`` source, with the run's data bundle and row fields."""
+def _load_chosen(root: Path, cell: Cell):
+    """``(results, chosen id, model, source, meta)`` of an evaluation cell: its preset's validation-chosen
+    model and the ``ce`` source of the same seed, in eval mode on the cell's device; ``None`` when every
+    grid point of either diverged."""
     import torch
 
-    from ..data import load_dataset
     from ..training.checkpoint import load_model
-    from .studies import hp_label, select_runs
+    from .studies import select_runs
 
     spec = cell.config
     results = _read_results(root, list(cell.deps))
@@ -440,12 +434,25 @@ def _chosen_models(root: Path, cell: Cell):
     device = torch.device(spec["device"])
     model, meta = load_model(root / chosen / "best.pt", map_location="cpu")
     source, _ = load_model(root / source_id / "best.pt", map_location="cpu")
+    return results, chosen, model.to(device).eval(), source.to(device).eval(), meta
+
+
+def _chosen_models(root: Path, cell: Cell):
+    """The chosen model of a measurement cell and its ``ce`` source, with the run's data bundle and row fields."""
+    from ..data import load_dataset
+    from .studies import hp_label
+
+    spec = cell.config
+    found = _load_chosen(root, cell)
+    if found is None:
+        return None
+    results, chosen, model, source, meta = found
     config = meta["config"]
     bundle = load_dataset(config["dataset"], root=spec.get("data_root") or config.get("data_root"), val_size=config["val_size"],
                           train_fraction=config["train_fraction"], label_noise=config["label_noise"], seed=config["seed"])
     base = {"study": COMPARE, "loss": spec["loss"], "label_noise": 0.0, "train_fraction": 1.0, "seed": int(spec["seed"]),
             "val_acc": results[chosen].get("best_val_acc"), "n_train": len(bundle.train), "hp": hp_label(chosen), "run": chosen}
-    return model.to(device).eval(), source.to(device).eval(), bundle, base
+    return model, source, bundle, base
 
 
 def _evaluate_compare(root: Path, cell: Cell, dataset_label: str) -> list[dict[str, Any]]:
