@@ -102,3 +102,15 @@ def test_the_compare_grid_searches_only_each_methods_own_weight():
     assert plan.compare == {"noise": 0.4, "eps_l2": 0.5, "eps_linf": 0.1, "fpr": 0.05}
     with pytest.raises(ValueError, match="'fpr' parameter of StudyOptions must be a float in \\(0, 1\\)"):
         StudyOptions(studies=("compare-methods",), fpr=1.5)
+
+
+def test_overwrite_deletes_the_compare_and_cost_cells_too(tmp_path):
+    from deepmargin.experiments.engine import _delete_study
+
+    (tmp_path / "study.json").write_text("{}")
+    for cell in ("compare/ce/seed0", "cost/compare", "train/ce/x", "eval/ce/seed0"):
+        (tmp_path / cell).mkdir(parents=True)
+        (tmp_path / cell / "rows.json").write_text("{}")
+    (tmp_path / "mine.txt").write_text("not the study's")
+    _delete_study(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]

@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 #: Options that may change between runs of one study directory.
 FREE_OPTIONS = frozenset({"device", "data_root", "studies"})
 #: What ``--overwrite`` deletes (only what a study writes).
-STUDY_FILES = ("train", "eval", "shards", "figures", "rows.csv", "rows.jsonl", "report.md", "report.html", "study.json", "cells.json")
+STUDY_FILES = ("train", "eval", "compare", "cost", "shards", "figures", "rows.csv", "rows.jsonl", "report.md", "report.html", "study.json", "cells.json")
 
 _FORMAT = 1
 
