@@ -7,7 +7,9 @@ round; the median over rounds is printed, so drifts in machine speed cancel.
 
 Also times the floor's pieces: forward, an activation-only gradient pass, a full backward, and
 (``--others``) the double-backpropagation losses: Matyasko & Chau's gradient-difference penalty
-(``gradient_margin_loss``, C x-gradients with create_graph), Finlay & Oberman's J1 / J2 / tulip
+(``gradient_margin_loss``; default ``grad_method='argmax'``: K - 1 graph-free rival passes and one
+create_graph pass, so its floor is the top_k=9 one below; also ``'argmax_batched'``, the rival
+passes vmapped, and ``'loop'``, K create_graph passes), Finlay & Oberman's J1 / J2 / tulip
 (``input_gradient_loss``, one) and VAT (one power iteration).
 
     python benchmarks/step_cost.py [--rounds 7] [--steps 3] [--device cpu] [--batch 128] [--others]
@@ -137,6 +139,8 @@ def main(argv=None) -> None:
     if args.others:
         configs.update({
             "matyasko l2 (C=0.1)": make_step(model, optimizer, "matyasko", norm=2),
+            "matyasko l2 a.batched": make_step(model, optimizer, "matyasko", norm=2, grad_method="argmax_batched"),
+            "matyasko l2 loop": make_step(model, optimizer, "matyasko", norm=2, grad_method="loop"),
             "J1 (eps=0.1)": make_step(model, optimizer, "input_gradient", norm=1),
             "J2 (eps=0.1)": make_step(model, optimizer, "input_gradient", norm=2),
             "tulip (lambda=0.1)": make_step(model, optimizer, "input_gradient", norm=2, lipschitz=0.1),
@@ -196,7 +200,8 @@ def memory_table(args) -> None:
 
     names = ["ce", "k1 loop", "k9 loop", "k9 exact(2nd order)"]
     if args.others:
-        names += ["matyasko l2 (C=0.1)", "J1 (eps=0.1)", "J2 (eps=0.1)", "tulip (lambda=0.1)", "vat (1 iteration)"]
+        names += ["matyasko l2 (C=0.1)", "matyasko l2 a.batched", "matyasko l2 loop", "J1 (eps=0.1)", "J2 (eps=0.1)",
+                  "tulip (lambda=0.1)", "vat (1 iteration)"]
     peaks = {}
     for name in names:
         cmd = [sys.executable, __file__, "--device", args.device, "--batch", str(args.batch), "--_one", name]

@@ -219,6 +219,151 @@ def test_mlp_gradient_difference_matches_jacobian():
         assert got[i].item() == pytest.approx(ref.item(), rel=1e-10)
 
 
+# --------------------------------------------------------------------------- gradient margin: grad_method
+
+GRAD_METHODS = ["auto", "argmax", "argmax_batched", "loop"]
+
+
+def _small_cnn(seed: int, k: int = 4) -> nn.Module:
+    """conv, batch norm (eval, non-trivial running statistics), relu, max pool, dropout (train), linear."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(27, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, k),
+    ).double()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.5, 0.5)
+        model[1].running_var.uniform_(0.5, 2.0)
+        model[1].weight.uniform_(0.5, 1.5)
+    model.eval()
+    model[7].train()  # dropout active: a random mask, fixed in the graph of one forward pass
+    return model
+
+
+def _reference_margin_loss(logits, y, x, C, p, margin):
+    """Straightforward: every class's input gradient with create_graph, the max taken sample by sample."""
+    n, k = logits.shape
+    grads = [torch.autograd.grad(logits[:, c].sum(), x, create_graph=True)[0] for c in range(k)]
+    out = []
+    for i in range(n):
+        yi = int(y[i])
+        hinge = max(F.relu(margin + logits[i, j] - logits[i, yi]) for j in range(k) if j != yi)
+        pen = max(torch.linalg.vector_norm((grads[yi][i] - grads[j][i]).flatten(), ord=p)
+                  for j in range(k) if j != yi)
+        out.append(hinge + C * pen)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("method", GRAD_METHODS)
+def test_gradient_margin_methods_match_direct_reference_float64(method, norm):
+    """Value and gradients (parameters and input) of every grad_method equal the K-pass reference."""
+    model = _small_cnn(seed=40)
+    gen = torch.Generator().manual_seed(41)
+    x = torch.rand(7, 1, 6, 6, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 4, (7,), generator=gen)
+    params = list(model.parameters())
+
+    def run(fn):
+        xi = x.clone().requires_grad_(True)
+        torch.manual_seed(42)  # the same dropout mask for both
+        loss = fn(model(xi), xi)
+        return (loss, *torch.autograd.grad(loss, params + [xi]))
+
+    got = run(lambda logits, xi: gradient_margin_loss(logits, y, xi, C=0.7, norm=norm, margin=1.5,
+                                                      reduction="sum", grad_method=method))
+    ref = run(lambda logits, xi: _reference_margin_loss(logits, y, xi, 0.7, norm, 1.5).sum())
+    assert torch.allclose(got[0], ref[0], rtol=1e-12, atol=1e-12)
+    for g, r in zip(got[1:], ref[1:]):
+        assert torch.allclose(g, r, rtol=1e-10, atol=1e-12)
+    assert got[1].abs().sum() > 0  # the conv weights get a gradient (through the penalty too)
+    # 'none' agrees per sample, and the penalty reached the weights by double backpropagation
+    xi = x.clone().requires_grad_(True)
+    torch.manual_seed(42)
+    logits = model(xi)
+    per = gradient_margin_loss(logits, y, xi, C=0.7, norm=norm, margin=1.5, reduction="none", grad_method=method)
+    assert torch.allclose(per, _reference_margin_loss(logits, y, xi, 0.7, norm, 1.5), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["argmax", "argmax_batched", "loop"])
+@pytest.mark.parametrize("norm", [1, 2, math.inf])
+def test_gradcheck_gradient_margin_methods(method, norm):
+    model = _mlp(seed=43, d=3, h=5, k=4)
+    x, y = _data(4, 3, 4, seed=44)
+    fn, params = _param_fn(gradient_margin_loss, model, x, y, C=0.5, norm=norm, margin=3.0, grad_method=method)
+    assert torch.autograd.gradcheck(fn, params, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_gradient_margin_batch_norm_train_mode_is_batch_sum_gradient():
+    """Batch norm in training mode couples the samples. As documented, the penalty then uses batch-sum
+    gradients: grad_x sum_n f_k[n] per class with 'loop' (= the direct reference), grad_x sum_n
+    (f_y[n] - f_j[n]) with 'argmax' (sample n's r-th rival j in pass r, then each sample's
+    maximising rival j* in the differentiated pass), so the methods differ there; in eval mode all
+    agree with the one-sample-at-a-time values."""
+    torch.manual_seed(45)
+    model = nn.Sequential(nn.Linear(3, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 4)).double()
+    x, y = _data(6, 3, 4, seed=46)
+    n, k = 6, 4
+
+    def loss(method, xb=x, yb=y):
+        xi = xb.clone().requires_grad_(True)
+        return gradient_margin_loss(model(xi), yb, xi, C=1.0, reduction="none", grad_method=method)
+
+    model.train()
+    xi = x.clone().requires_grad_(True)
+    logits = model(xi)
+    assert torch.allclose(loss("loop"), _reference_margin_loss(logits, y, xi, 1.0, 2, 1.0), rtol=1e-12)
+
+    onehot_y = F.one_hot(y, k).double()
+    rivals = torch.tensor([[j for j in range(k) if j != int(y[i])] for i in range(n)])  # (N, K-1)
+    norms = torch.stack([
+        torch.autograd.grad(logits, xi, onehot_y - F.one_hot(rivals[:, r], k).double(), retain_graph=True)[0]
+        .norm(dim=1) for r in range(k - 1)], dim=1)  # (N, K-1)
+    best = rivals.gather(1, norms.argmax(1, keepdim=True))[:, 0]
+    g = torch.autograd.grad(logits, xi, onehot_y - F.one_hot(best, k).double(), retain_graph=True)[0]
+    hinge = gradient_margin_loss(logits, y, xi, C=0.0, reduction="none")
+    argmax = loss("argmax")
+    assert torch.allclose(argmax, hinge + g.norm(dim=1), rtol=1e-12)
+    assert torch.allclose(loss("argmax_batched"), argmax, rtol=1e-12)
+    assert not torch.allclose(argmax, loss("loop"))
+
+    model.eval()
+    alone = torch.cat([loss("loop", x[i:i + 1], y[i:i + 1]) for i in range(n)])
+    for method in GRAD_METHODS:
+        assert torch.allclose(loss(method), alone, rtol=1e-12, atol=1e-12)
+
+
+def test_gradient_margin_tie_value_and_module_option():
+    """At an exact tie of rivals the value is the same; the module passes grad_method through."""
+    # rows 1 and 2 of W are equidistant from row 0: ||W0 - W1|| = ||W0 - W2||
+    model = nn.Linear(2, 3, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64))
+    x = torch.randn(4, 2, dtype=torch.float64)
+    y = torch.zeros(4, dtype=torch.int64)
+    values = {}
+    for method in GRAD_METHODS:
+        crit = GradientMarginLoss(model, C=0.5, reduction="none", grad_method=method)
+        assert f"grad_method={method!r}" in repr(crit)
+        values[method], _ = crit(x, y)
+    for method in GRAD_METHODS:
+        assert torch.allclose(values[method], values["loop"], rtol=1e-12)
+
+
+def test_gradient_margin_bad_grad_method():
+    model = _mlp(seed=47)
+    x, y = _data(4, 3, 3, seed=48)
+    xr = x.clone().requires_grad_(True)
+    with pytest.raises(ValueError, match="'grad_method' parameter of gradient_margin_loss must be one of 'auto', "
+                                         "'argmax', 'argmax_batched', 'loop'. Got 'vmap'"):
+        gradient_margin_loss(model(xr), y, xr, C=0.1, grad_method="vmap")
+    with pytest.raises(ValueError, match="'grad_method' parameter of GradientMarginLoss"):
+        GradientMarginLoss(model, C=0.1, grad_method="batched")
+    for method in ("argmax", "argmax_batched", "loop"):  # logits not computed from inputs, each method
+        with pytest.raises(ValueError, match="'inputs'.*does not depend"):
+            gradient_margin_loss(model(xr), y, x.clone().requires_grad_(True), C=0.1, grad_method=method)
+
+
 # --------------------------------------------------------------------------- VAT
 
 
