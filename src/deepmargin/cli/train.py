@@ -94,6 +94,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--epsilon", type=positive_float, help="added to the gradient norm")
     g.add_argument("--margin-weight", type=float, help="weight of the margin term")
     g.add_argument("--ce-weight", type=float, help="margin: weight of the cross-entropy term")
+    g.add_argument("--denominator-refresh", type=_nonneg_int, metavar="R",
+                   help="margin: cache the denominators (gradient norms) of every training sample and class, "
+                   "recomputed in eval mode every R epochs; a step then costs about a cross-entropy step "
+                   "(0: computed in every step)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (momentum), rmsprop or adam; default adam")

@@ -172,6 +172,13 @@ class TrainConfig:
         exact_per_sample (per-sample gradients, for batch norm in training mode): options of
             :func:`deepmargin.losses.large_margin_loss`.
         margin_weight, ce_weight: weights of the margin and cross-entropy terms (1.0 and 1.0).
+        denominator_refresh: ``0`` (default): the margin loss computes its denominators (the
+            gradient norms) in every step. ``R > 0``: they are cached for every training sample,
+            every rival class and every margin layer, computed in eval mode at the start of epochs
+            1, 1 + R, 1 + 2R, ... and read from the cache in between, so a step costs about a
+            cross-entropy step (see :mod:`deepmargin.training.denominators`). Only for
+            ``loss="margin"`` with ``approximate=True``, without ``exact_per_sample``, ``augment`` or
+            ``adv_train`` (their inputs are not the cached ones).
         loss_options: options of a loss of :data:`deepmargin.losses.LOSS_REGISTRY` (``"matyasko"``,
             ``"input_gradient"``, ``"vat"``, ...; ``deepmargin losses`` lists them); stored with every
             option resolved to its default. Must be empty for ``ce``, ``hinge`` and ``margin``,
@@ -248,6 +255,7 @@ class TrainConfig:
     exact_per_sample: bool = False
     margin_weight: float = 1.0
     ce_weight: float = 1.0
+    denominator_refresh: int = 0
     loss_options: dict[str, Any] = field(default_factory=dict)
     # optimisation
     optimizer: str = "adam"
@@ -390,6 +398,9 @@ class TrainConfig:
             if not _is_int(value) or value < 1:
                 raise _err(name, "an int >= 1", value)
             setattr(self, name, int(value))
+        if not _is_int(self.denominator_refresh) or self.denominator_refresh < 0:
+            raise _err("denominator_refresh", "an int >= 0 (0: no cache; R: refresh every R epochs)", self.denominator_refresh)
+        self.denominator_refresh = int(self.denominator_refresh)
         if not _is_int(self.seed) or self.seed < 0:
             raise _err("seed", "an int >= 0", self.seed)
         self.seed = int(self.seed)
@@ -424,6 +435,22 @@ class TrainConfig:
                 raise _err("unlabelled", "False when train_fraction is 1 (no training sample is left out to be unlabelled)", True)
             if self.adv_train != "none":
                 raise _err("unlabelled", f"False with adv_train={self.adv_train!r} (adversarial examples need labels)", True)
+        if self.denominator_refresh:
+            conflict = None
+            if self.loss != "margin":
+                conflict = f"loss {self.loss!r} (the cache holds the denominators of the large-margin loss: loss='margin')"
+            elif not self.approximate:
+                conflict = ("approximate=False (the second-order loss differentiates through the denominators, "
+                            "so they cannot be cached)")
+            elif self.exact_per_sample:
+                conflict = ("exact_per_sample=True (the cache is computed in eval mode, where the gradients are "
+                            "per sample already)")
+            elif self.augment != "none":
+                conflict = f"augment={self.augment!r} (augmented inputs are not the cached ones)"
+            elif self.adv_train != "none":
+                conflict = f"adv_train={self.adv_train!r} (adversarial inputs are not the cached ones)"
+            if conflict is not None:
+                raise _err("denominator_refresh", f"0 with {conflict}", self.denominator_refresh)
         reweighting = spec.reweighting(self.loss_options) if spec is not None and spec.reweighting else None
         if reweighting is not None and self.adv_train != "none":
             raise _err("adv_train", f"'none' with the reweighting loop of loss {self.loss!r} (weights belong to the "

@@ -39,6 +39,10 @@ is below ``mu`` goes into the ``violated`` column; at the end of each round the 
 samples grow, and training stops early when none is violated (or after ``max_rounds`` rounds):
 ``results.json`` says why (``stopped``). The weights are saved in ``last.pt``, so a resumed run
 continues the same loop.
+
+With ``denominator_refresh=R`` (margin loss, first order) the margin denominators of every training
+sample are recomputed in eval mode at the start of epochs 1, 1 + R, ... and read from a cache in the
+steps in between (:mod:`.denominators`); the cache is saved in ``last.pt`` for resuming.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from .adversarial import adversarial_batch
 from .augment import augment_batch, check_augmentable
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RESUME_FREE_KEYS, TrainConfig, config_differences, resolve_device
+from .denominators import CHECKPOINT_KEY as _DENOMINATORS_KEY, build_denominator_cache
 from .objective import Objective, build_objective
 from .optim import build_optimizer, build_scheduler, derive_seed, seed_everything
 from . import distributed
@@ -307,6 +312,7 @@ def train(
     start_epoch = 0
     stopped: str | None = None
     saved_weights: Tensor | None = None
+    saved_denominators: Tensor | None = None  # denominator_refresh: the cached margin denominators
     best_score = -math.inf
     best_epoch = 0
     best_val_acc: float | None = None
@@ -344,6 +350,7 @@ def train(
                 r.setdefault("violated", None)
             stopped = meta.get("stopped")
             saved_weights = ckpt.get("extra", {}).get("sample_weights")
+            saved_denominators = ckpt.get("extra", {}).get(_DENOMINATORS_KEY)
             best_epoch = int(meta.get("best_epoch", 0))
             best_val_acc = meta.get("best_val_acc")
             best_score = float(meta.get("best_score", -math.inf))
@@ -387,6 +394,11 @@ def train(
                 raise ValueError(f"The sample weights in {str(out)!r}/last.pt are for {saved_weights.numel()} training samples, "
                                  f"not {n_train}; the run cannot be resumed with this data.")
             weights = saved_weights.to(device=device, dtype=weights.dtype)
+    # ---- denominator_refresh: margin denominators cached between refreshes (see denominators.py)
+    denominators = build_denominator_cache(config, model, net, objective.layers, n_train)
+    if denominators is not None:
+        denominators.load(saved_denominators, device=device)
+    # ----
     x_val, y_val = bundle.val.x.to(device), bundle.val.y.to(device)
     x_test, y_test = bundle.test.x.to(device), bundle.test.y.to(device)
     selected_by = "val_acc" if len(y_val) else "train_acc"
@@ -404,6 +416,8 @@ def train(
         )
     if config.augment != "none":
         logger.log(level, "augmentation %s (crop padding %d)", config.augment, config.crop_padding)
+    if denominators is not None:
+        logger.log(level, "margin denominators cached, recomputed (eval mode) every %d epoch(s)", denominators.every)
     if config.unlabelled:
         logger.log(level, "semi-supervised: %d labelled and %d unlabelled training samples", n_labelled, n_train - n_labelled)
     if reweighting is not None:
@@ -421,6 +435,8 @@ def train(
         lr = optimizer.param_groups[0]["lr"]
         net.train()
         tic = time.perf_counter()
+        if denominators is not None:  # denominator_refresh: recompute at epochs 1, 1 + R, ... (timed with the epoch)
+            denominators.prepare(epoch, model, x_train, y_train, batch_size=config.batch_size, ctx=ctx)
         total_loss, correct, seen, seen_labelled = 0.0, 0, 0, 0
         adv_correct, adv_seen = 0, 0
         num_batches = math.ceil(n_train / config.batch_size)
@@ -438,6 +454,8 @@ def train(
                 loss, logits = adv.loss, adv.logits
                 adv_correct += (logits[adv.adv_mask].argmax(dim=1) == yb[adv.adv_mask]).sum().item()
                 adv_seen += adv.n_adv
+            elif denominators is not None:  # denominator_refresh: one forward, denominators from the cache
+                loss, logits = denominators.step(xb, yb, idx)
             elif weights is not None:
                 loss, logits = train_objective(xb, yb, weights=weights[idx])
             else:
@@ -534,8 +552,11 @@ def train(
             common = dict(model=model, model_name=config.model, model_kwargs=model_kwargs, config=resolved)
             if improved:
                 save_checkpoint(out / "best.pt", epoch=epoch, metrics=meta, **common)
+            extra = {} if weights is None else {"sample_weights": weights}
+            if denominators is not None:  # denominator_refresh: a resumed run reads the same denominators
+                extra.update(denominators.state())
             save_checkpoint(out / "last.pt", optimizer=optimizer, scheduler=scheduler, epoch=epoch, metrics=meta,
-                            extra={} if weights is None else {"sample_weights": weights}, **common)
+                            extra=extra, **common)
             append_row(out / "metrics", row, fieldnames=METRIC_COLUMNS)
 
     model.eval()
