@@ -14,9 +14,9 @@ Cost: the max over rivals passes its (sub)gradient through one rival ``j*`` only
 ``grad_method='argmax'`` finds ``j*`` with K - 1 plain backward passes (no graph kept, one per
 rival, each giving ``grad_x (f_y - f_j)`` directly) and differentiates only
 ``||grad_x (f_y - f_j*)||`` (one ``create_graph`` pass). ``'loop'`` is the direct computation
-(K ``create_graph`` passes, one per class). On the MNIST CNN at batch 128 on CPU a step costs
-about 5x cross-entropy with ``'argmax'`` against 12x with ``'loop'`` (``benchmarks/step_cost.py
---others``).
+(K ``create_graph`` passes, one per class). On the MNIST CNN at batch 128 on CPU a step with
+``'argmax'`` takes 2.2-2.6x less time than with ``'loop'`` (3.8x cross-entropy against 9.8x in one
+run) and half its peak memory (2.1x against 4.2x; ``benchmarks/step_cost.py --others [--memory]``).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def gradient_margin_loss(
     the maximiser is unique (almost everywhere); at an exact tie it follows one of the tied rivals,
     where ``'loop'`` (amax) splits the gradient evenly between them -- both are subgradients.
     ``'loop'`` takes ``grad_inputs sum_n f_k[n]`` for every class ``k`` with ``create_graph=True``
-    (K passes, all kept for the double backward: about twice the time and memory of ``'argmax'``).
+    (K passes, all kept for the double backward: over twice the time and memory of ``'argmax'``).
 
     These batch-sum gradients equal each sample's own gradient when the samples are independent in
     the forward pass. Batch norm in training mode couples the samples: then the gradient also
