@@ -39,7 +39,7 @@ import torch
 
 from deepmargin import LargeMarginLoss
 from deepmargin.models import build_model
-from step_cost import LAYERS, make_step, sync, timed
+from step_cost import LAYERS, make_step, one_peak, timed
 
 GAMMA = [1.0, 2.0, 2.0, 2.0]
 
@@ -156,26 +156,6 @@ def main(argv=None) -> None:
         ms = f"{1e3 * statistics.median(times[k]):.1f}" if k in times else ""
         label = "refresh (per batch of samples)" if k == "refresh" else k
         print(f"{label:<30} {ms:>17} {statistics.median(r):>36.2f}")
-
-
-def _peak_rss_bytes() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
-def one_peak(step, x, y, device: torch.device) -> None:
-    """Three steps of one configuration; print the peak memory they added (bytes)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        base = _peak_rss_bytes()
-    for _ in range(3):
-        step(x, y)
-    sync(device)
-    peak = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else _peak_rss_bytes() - base
-    print(f"PEAK {max(peak, 1)}")
 
 
 def memory_table(args) -> None:

@@ -44,7 +44,6 @@ import logging
 import math
 import sys
 import time
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,8 @@ from ._common import (
     positive_int,
     seed_int,
 )
+
+from .robustness import _check_models  # the same reliability checks, tagged per model
 
 logger = logging.getLogger(__name__)
 
@@ -245,20 +246,6 @@ def _craft(attack: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
         parts.append(run_sweep(attack, model, x[start:start + batch_size], y[start:start + batch_size], eps,
                                generator=generator))
     return [torch.cat([part[i] for part in parts]) for i in range(len(eps))]
-
-
-def _check_models(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor) -> None:
-    from ..attacks import check_model
-
-    for name, model in models.items():
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            check_model(model, x, y)
-        for w in caught:
-            warnings.warn_explicit(f"[{name}] {w.message}", w.category, w.filename, w.lineno)
-
-
-# --------------------------------------------------------------------------- run
 
 
 def run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear pipeline reads best
