@@ -21,11 +21,13 @@ the file loads with ``torch.load(weights_only=True)``; we never fall back to uns
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import os
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +239,156 @@ def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple
     model.eval()
     meta = {k: v for k, v in ckpt.items() if k not in ("model_state", "optimizer_state", "scheduler_state")}
     return model, meta
+
+
+class CheckpointSaver:
+    """The best/last checkpoint policy of a run directory, as timm's ``CheckpointSaver``.
+
+    After every epoch, :meth:`update` decides whether the epoch improved on the best score so far
+    (the row's ``selected_by`` value, strictly greater than the best before), keeps a copy of the
+    weights of the best epoch in memory (:attr:`best_state`), and writes ``best.pt`` (when the
+    epoch improved) and ``last.pt`` (always, with the optimiser, the scheduler and ``extra``),
+    each atomically (:func:`save_checkpoint`). Both files carry the same metadata::
+
+        {"last": row, "history": [rows], "best_epoch": int, "best_val_acc": float | None,
+         "best_score": float, "best_selected_by": str, "stopped": str | None}
+
+    To resume, :meth:`read_last` loads ``last.pt`` and :meth:`restore` puts its states back into
+    the model, optimiser and scheduler and takes the best epoch's score from its metadata and its
+    weights from ``best.pt``.
+
+    Args:
+        out_dir: the run directory; ``None`` keeps the best weights in memory and writes nothing.
+        model: the model whose weights are saved (the plain model, not a DDP wrapper).
+        model_name, model_kwargs: how to rebuild it (see :func:`save_checkpoint`).
+        config: the resolved run configuration (plain values).
+        optimizer, scheduler: saved in ``last.pt`` and restored from it (``scheduler`` may be ``None``).
+        selected_by: the row key that chooses ``best.pt``: ``"val_acc"`` or ``"train_acc"``.
+        write: whether this process writes files (under DDP only rank 0 does; the others still
+            track the best epoch).
+        save: the function that writes one checkpoint file, with the keyword arguments of
+            :func:`save_checkpoint` (the default).
+
+    Attributes:
+        best_score: the best ``selected_by`` value so far (``-inf`` before the first epoch).
+        best_epoch: the epoch it comes from (0 before the first epoch).
+        best_val_acc: that epoch's validation accuracy (``None`` without a validation split).
+        best_state: a copy of that epoch's ``state_dict`` (``None`` until known).
+
+    Example:
+        >>> from deepmargin.models import build_model
+        >>> kw = {"num_classes": 2, "input_shape": [2]}
+        >>> model = build_model("mlp", **kw)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> saver = CheckpointSaver(None, model=model, model_name="mlp", model_kwargs=kw, config={}, optimizer=opt)
+        >>> saver.update(1, {"val_acc": 0.5}, history=[]), saver.update(2, {"val_acc": 0.5}, history=[])
+        (True, False)
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str] | None,
+        *,
+        model: nn.Module,
+        model_name: str,
+        model_kwargs: Mapping[str, Any],
+        config: Mapping[str, Any],
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any | None = None,
+        selected_by: str = "val_acc",
+        write: bool = True,
+        save: Callable[..., Path] = save_checkpoint,
+    ) -> None:
+        if selected_by not in ("val_acc", "train_acc"):
+            raise ValueError(
+                f"The 'selected_by' parameter of CheckpointSaver must be 'val_acc' or 'train_acc'. Got {selected_by!r} instead."
+            )
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.model = model
+        self.model_name = model_name
+        self.model_kwargs = model_kwargs
+        self.config = config
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.selected_by = selected_by
+        self.write = bool(write) and self.out_dir is not None
+        self._save = save
+        self.best_score = -math.inf
+        self.best_epoch = 0
+        self.best_val_acc: float | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    @property
+    def last_path(self) -> Path | None:
+        """``out_dir/last.pt`` (``None`` without a run directory)."""
+        return None if self.out_dir is None else self.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path | None:
+        """``out_dir/best.pt`` (``None`` without a run directory)."""
+        return None if self.out_dir is None else self.out_dir / "best.pt"
+
+    def has_last(self) -> bool:
+        """Whether the run directory holds a ``last.pt`` to resume from."""
+        return self.last_path is not None and self.last_path.exists()
+
+    def read_last(self, map_location: Any = "cpu") -> dict[str, Any]:
+        """The checkpoint dict of ``last.pt`` (:func:`load_checkpoint`)."""
+        if self.last_path is None:
+            raise FileNotFoundError("CheckpointSaver.read_last needs a run directory (out_dir is None).")
+        return load_checkpoint(self.last_path, map_location=map_location)
+
+    def restore(self, ckpt: Mapping[str, Any], map_location: Any = "cpu") -> int:
+        """Continue from ``ckpt`` (read by :meth:`read_last`): load the model, optimiser and
+        scheduler states, the best epoch's score from the metadata and its weights from
+        ``best.pt``. Returns the number of completed epochs."""
+        self.model.load_state_dict(ckpt["model_state"])
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        if self.scheduler is not None and ckpt["scheduler_state"] is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler_state"])
+        meta = ckpt["metrics"]
+        self.best_epoch = int(meta.get("best_epoch", 0))
+        self.best_val_acc = meta.get("best_val_acc")
+        self.best_score = float(meta.get("best_score", -math.inf))
+        if self.best_path is not None and self.best_path.exists():
+            self.best_state = load_checkpoint(self.best_path, map_location=map_location)["model_state"]
+        return int(ckpt["epoch"])
+
+    def update(
+        self,
+        epoch: int,
+        row: Mapping[str, Any],
+        *,
+        history: list[Mapping[str, Any]],
+        stopped: str | None = None,
+        extra: Mapping[str, torch.Tensor] | None = None,
+    ) -> bool:
+        """Record the finished ``epoch`` (its metrics ``row``; ``history`` includes it) and write
+        ``best.pt`` when it improved and ``last.pt``. Returns whether it improved.
+
+        Args:
+            epoch: the epoch just completed (1-based).
+            row: its metrics; ``row[selected_by]`` is its score, ``row["val_acc"]`` is recorded.
+            history: every completed epoch's row, stored in the metadata.
+            stopped: why training ends early (``None``: it does not), stored in the metadata.
+            extra: training-state tensors for ``last.pt`` (``extra`` of :func:`save_checkpoint`).
+        """
+        score = row[self.selected_by]
+        improved = score > self.best_score
+        if improved:
+            self.best_score, self.best_epoch, self.best_val_acc = score, epoch, row.get("val_acc")
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        if self.write:
+            meta = {
+                "last": row, "history": history, "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc,
+                "best_score": self.best_score, "best_selected_by": self.selected_by, "stopped": stopped,
+            }
+            common = dict(model=self.model, model_name=self.model_name, model_kwargs=self.model_kwargs,
+                          config=self.config, epoch=epoch, metrics=meta)
+            if improved:
+                self._save(self.best_path, **common)
+            self._save(self.last_path, optimizer=self.optimizer, scheduler=self.scheduler, extra=extra or {}, **common)
+        return improved
 
 
 def _first_tensor_device(state: Mapping[str, Any]) -> torch.device | None:

@@ -47,7 +47,6 @@ steps in between (:mod:`.denominators`); the cache is saved in ``last.pt`` for r
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -64,7 +63,7 @@ from torch import Tensor, nn
 from ..models import build_model
 from .adversarial import adversarial_batch
 from .augment import augment_batch, check_augmentable
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointSaver, save_checkpoint
 from .config import RESUME_FREE_KEYS, TrainConfig, config_differences, resolve_device
 from .denominators import CHECKPOINT_KEY as _DENOMINATORS_KEY, build_denominator_cache
 from .objective import Objective, build_objective
@@ -308,69 +307,17 @@ def train(
     )
     scheduler = build_scheduler(config.lr_schedule, optimizer, epochs=config.epochs, decay=config.lr_decay, step=config.lr_step)
 
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    stopped: str | None = None
-    saved_weights: Tensor | None = None
-    saved_denominators: Tensor | None = None  # denominator_refresh: the cached margin denominators
-    best_score = -math.inf
-    best_epoch = 0
-    best_val_acc: float | None = None
-    best_state: dict[str, Tensor] | None = None
     out = Path(out_dir) if out_dir is not None else None
     main = ctx.is_main  # only rank 0 writes
-    if out is not None:
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-        distributed.barrier(ctx)
-        last_path = out / "last.pt"
-        found = last_path.exists()
-        distributed.barrier(ctx)  # every rank has looked before rank 0 changes anything
-        if found and overwrite:
-            logger.info("overwriting the run in %s", out)
-            if main:
-                _clear_run_files(out)
-        elif found and resume is False:
-            raise FileExistsError(
-                f"Output directory {str(out)!r} already holds a run (last.pt). Resume it (resume=True, "
-                "--resume), start it again (overwrite=True, --overwrite) or choose another directory."
-            )
-        elif found:
-            ckpt = load_checkpoint(last_path, map_location=device)
-            _check_resumable(ckpt["config"], resolved, int(ckpt["epoch"]), out, other_epochs=resume is True)
-            model.load_state_dict(ckpt["model_state"])
-            optimizer.load_state_dict(ckpt["optimizer_state"])
-            if scheduler is not None and ckpt["scheduler_state"] is not None:
-                scheduler.load_state_dict(ckpt["scheduler_state"])
-            start_epoch = int(ckpt["epoch"])
-            meta = ckpt["metrics"]
-            history = [dict(r) for r in meta.get("history", [])][:start_epoch]
-            for r in history:  # rows of runs written before the columns existed
-                r.setdefault("train_adv_acc", None)
-                r.setdefault("violated", None)
-            stopped = meta.get("stopped")
-            saved_weights = ckpt.get("extra", {}).get("sample_weights")
-            saved_denominators = ckpt.get("extra", {}).get(_DENOMINATORS_KEY)
-            best_epoch = int(meta.get("best_epoch", 0))
-            best_val_acc = meta.get("best_val_acc")
-            best_score = float(meta.get("best_score", -math.inf))
-            if (out / "best.pt").exists():
-                best_state = load_checkpoint(out / "best.pt", map_location=device)["model_state"]
-            if main:
-                write_rows(out / "metrics", history, fieldnames=METRIC_COLUMNS)
-            saved_epochs = ckpt["config"].get("epochs")
-            if saved_epochs != config.epochs:
-                logger.info("resuming %s from epoch %d, now to %d epochs (was %s)", out, start_epoch, config.epochs, saved_epochs)
-            else:
-                logger.info("resuming %s from epoch %d of %d", out, start_epoch, config.epochs)
-        else:
-            if resume:
-                logger.warning("nothing to resume in %s (no last.pt); starting a new run", out)
-            if main:
-                _clear_run_files(out)
-        if main:
-            write_json(out / "config.json", resolved)
-        distributed.barrier(ctx)
+    saver = CheckpointSaver(
+        out, model=model, model_name=config.model, model_kwargs=model_kwargs, config=resolved, optimizer=optimizer,
+        scheduler=scheduler, selected_by="val_acc" if len(bundle.val.y) else "train_acc", write=main,
+        save=save_checkpoint,
+    )
+    start_epoch, history, stopped, saved_extra = _open_run_dir(
+        saver, resolved, resume=resume, overwrite=overwrite, ctx=ctx, device=device)
+    saved_weights = saved_extra.get("sample_weights")
+    saved_denominators = saved_extra.get(_DENOMINATORS_KEY)
     net, train_objective = model, objective
     if ctx.enabled:  # wrapped after the checkpoint is loaded; the objective runs the wrapper
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -530,11 +477,10 @@ def train(
             "violated": violated,
         }
         history.append(row)
-        score = row[selected_by]
-        improved = score > best_score
-        if improved:
-            best_score, best_epoch, best_val_acc = score, epoch, row["val_acc"]
-            best_state = copy.deepcopy(model.state_dict())
+        extra = {} if weights is None else {"sample_weights": weights}
+        if denominators is not None:  # denominator_refresh: a resumed run reads the same denominators
+            extra.update(denominators.state())
+        saver.update(epoch, row, history=history, stopped=stopped, extra=extra)
         logger.log(
             level,
             "epoch %d/%d: train loss %.4f acc %.4f%s%s, val acc %s, %.1fs",
@@ -544,19 +490,6 @@ def train(
             "n/a" if row["val_acc"] is None else f"{row['val_acc']:.4f}", seconds,
         )
         if out is not None and main:
-            meta = {
-                "last": row, "history": history, "best_epoch": best_epoch,
-                "best_val_acc": best_val_acc, "best_score": best_score, "best_selected_by": selected_by,
-                "stopped": stopped,
-            }
-            common = dict(model=model, model_name=config.model, model_kwargs=model_kwargs, config=resolved)
-            if improved:
-                save_checkpoint(out / "best.pt", epoch=epoch, metrics=meta, **common)
-            extra = {} if weights is None else {"sample_weights": weights}
-            if denominators is not None:  # denominator_refresh: a resumed run reads the same denominators
-                extra.update(denominators.state())
-            save_checkpoint(out / "last.pt", optimizer=optimizer, scheduler=scheduler, epoch=epoch, metrics=meta,
-                            extra=extra, **common)
             append_row(out / "metrics", row, fieldnames=METRIC_COLUMNS)
 
     model.eval()
@@ -564,17 +497,17 @@ def train(
     if final_test is None:
         final_test = evaluate_split(model, x_test, y_test, batch_size=config.eval_batch_size)["acc"]
     test_acc_best = final_test
-    if best_state is not None and best_epoch != len(history):
+    if saver.best_state is not None and saver.best_epoch != len(history):
         best_model = build_model(config.model, **model_kwargs).to(device)
-        best_model.load_state_dict(best_state)
+        best_model.load_state_dict(saver.best_state)
         test_acc_best = evaluate_split(best_model, x_test, y_test, batch_size=config.eval_batch_size)["acc"]
     result = TrainResult(
         config=resolved,
         history=history,
         test_acc=final_test,
         test_acc_best=test_acc_best,
-        best_epoch=best_epoch,
-        best_val_acc=best_val_acc,
+        best_epoch=saver.best_epoch,
+        best_val_acc=saver.best_val_acc,
         model=model,
         out_dir=out,
         resumed_from=start_epoch,
@@ -588,10 +521,66 @@ def train(
     distributed.barrier(ctx)
     logger.log(
         level, "test accuracy %.4f (last epoch), %.4f (best.pt: epoch %d, best %s)",
-        result.test_acc, result.test_acc_best, best_epoch, "validation accuracy" if selected_by == "val_acc" else
+        result.test_acc, result.test_acc_best, saver.best_epoch, "validation accuracy" if selected_by == "val_acc" else
         "training accuracy, no validation split",
     )
     return result
+
+
+def _open_run_dir(
+    saver: CheckpointSaver, resolved: dict[str, Any], *, resume: bool | None, overwrite: bool,
+    ctx: distributed.DistContext, device: torch.device,
+) -> tuple[int, list[dict[str, Any]], str | None, dict[str, Tensor]]:
+    """Start or continue the run in ``saver.out_dir`` (nothing to do without one); see :func:`train`.
+
+    Returns ``(completed epochs, history, stopped, extra)`` of the run resumed (``0, [], None, {}``
+    for a new run), after writing ``config.json`` (rank 0)."""
+    out = saver.out_dir
+    if out is None:
+        return 0, [], None, {}
+    main = ctx.is_main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier(ctx)
+    found = saver.has_last()
+    distributed.barrier(ctx)  # every rank has looked before rank 0 changes anything
+    start_epoch, history, stopped, extra = 0, [], None, {}
+    if found and overwrite:
+        logger.info("overwriting the run in %s", out)
+        if main:
+            _clear_run_files(out)
+    elif found and resume is False:
+        raise FileExistsError(
+            f"Output directory {str(out)!r} already holds a run (last.pt). Resume it (resume=True, "
+            "--resume), start it again (overwrite=True, --overwrite) or choose another directory."
+        )
+    elif found:
+        ckpt = saver.read_last(map_location=device)
+        _check_resumable(ckpt["config"], resolved, int(ckpt["epoch"]), out, other_epochs=resume is True)
+        start_epoch = saver.restore(ckpt, map_location=device)
+        meta = ckpt["metrics"]
+        history = [dict(r) for r in meta.get("history", [])][:start_epoch]
+        for r in history:  # rows of runs written before the columns existed
+            r.setdefault("train_adv_acc", None)
+            r.setdefault("violated", None)
+        stopped = meta.get("stopped")
+        extra = dict(ckpt.get("extra", {}))
+        if main:
+            write_rows(out / "metrics", history, fieldnames=METRIC_COLUMNS)
+        saved_epochs = ckpt["config"].get("epochs")
+        if saved_epochs != resolved["epochs"]:
+            logger.info("resuming %s from epoch %d, now to %d epochs (was %s)", out, start_epoch, resolved["epochs"], saved_epochs)
+        else:
+            logger.info("resuming %s from epoch %d of %d", out, start_epoch, resolved["epochs"])
+    else:
+        if resume:
+            logger.warning("nothing to resume in %s (no last.pt); starting a new run", out)
+        if main:
+            _clear_run_files(out)
+    if main:
+        write_json(out / "config.json", resolved)
+    distributed.barrier(ctx)
+    return start_epoch, history, stopped, extra
 
 
 def _check_resumable(
