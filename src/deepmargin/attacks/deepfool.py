@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ._base import check_bounds, check_float, check_int, check_norm, eval_mode
-from .minnorm import MinNormResult, _MinNormAttack, check_eps, check_logits, dual_norm_exponent, flat_norm
+from ._minnorm_base import MinNormResult, _MinNormAttack, check_eps, check_logits, dual_norm_exponent, flat_norm
 
 __all__ = ["DeepFool", "logit_difference_gradients"]
 

@@ -10,7 +10,6 @@ broken when the attack's perturbation has ``||delta||_p <= eps`` and the model m
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -20,22 +19,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._base import check_epsilons, check_inputs, eval_mode, lp_norms, per_sample
+from ._base import check_epsilons, check_inputs, eval_mode
+from ._sweep import TransferAttack, device_of, predict, run_sweep  # predict, run_sweep: re-exported
 from .checks import warn_if_training
 from .gradient import norm_name
-from .transfer import TransferAttack
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["accuracy_vs_epsilon", "run_sweep", "predict", "attack_label"]
-
-
-def _device_of(model: nn.Module, fallback: torch.device) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return fallback
 
 
 def attack_label(attack: Any) -> str:
@@ -53,88 +44,6 @@ def _norm_label(attack: Any) -> str:
         return str(label)
     norm = getattr(attack, "norm", None)
     return norm_name(norm) if isinstance(norm, (int, float)) else str(norm)
-
-
-def _accepts_generator(fn: Any) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return "generator" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int | None = None) -> torch.Tensor:
-    """Predicted classes ``argmax_k f_k(x)`` of ``model`` (in eval mode, mode restored), batched.
-
-    Shape:
-        x: ``(N, *)``; output: ``(N,)`` int64 on ``x``'s device.
-
-    Example:
-        >>> predict(nn.Linear(2, 3), torch.zeros(4, 2)).shape
-        torch.Size([4])
-    """
-    step = batch_size or max(1, x.shape[0])
-    device = _device_of(model, x.device)
-    out = []
-    with torch.no_grad(), eval_mode(model):
-        for i in range(0, x.shape[0], step):
-            out.append(model(x[i : i + step].to(device)).argmax(dim=1).to(x.device))
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.int64, device=x.device)
-
-
-def run_sweep(
-    attack: Any,
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    epsilons: Sequence[float],
-    *,
-    generator: torch.Generator | None = None,
-) -> list[torch.Tensor]:
-    """Adversarial batches of any attack for every radius in ``epsilons``.
-
-    Attacks with a ``sweep`` method are called through it. A minimum-norm attack (no ``sweep``;
-    a ``norm`` attribute, default 2) runs once -- through its ``run`` method when it has one
-    returning ``(x_adv, delta_norm, success)`` like :class:`~deepmargin.attacks.minnorm.MinNormResult`
-    (``delta_norm`` is ``inf`` where it failed), else through ``__call__``. When it also has a
-    ``restrict(x, x_adv, epsilons)`` method (DeepFool, FMN), its perturbation is projected onto
-    each ball, as foolbox does; otherwise the batch for radius ``eps`` keeps its adversarial where
-    ``||x_adv - x||_p <= eps`` (relative tolerance 1e-6) and the clean input elsewhere.
-
-    Args:
-        attack: the attack object, called as ``attack(model, x, y)``.
-        model: the model that the attack differentiates.
-        x: clean inputs; y: labels.
-        epsilons: radii.
-        generator: passed to attacks whose ``sweep``/``__call__`` take one.
-
-    Returns:
-        A list of ``len(epsilons)`` tensors shaped like ``x``.
-    """
-    epsilons = check_epsilons(epsilons, "run_sweep")
-    sweep = getattr(attack, "sweep", None)
-    if callable(sweep):
-        kwargs = {"generator": generator} if generator is not None and _accepts_generator(sweep) else {}
-        return list(sweep(model, x, y, epsilons, **kwargs))
-    p = float(getattr(attack, "norm", 2.0))
-    run = getattr(attack, "run", None)
-    restrict = getattr(attack, "restrict", None)
-    if callable(run) and callable(restrict):
-        # Minimum-norm attack that can cut its perturbation down to each ball (as foolbox does):
-        # at least as strong as keeping only the adversarials already inside the ball.
-        return list(restrict(x, run(model, x, y).x_adv, list(epsilons)))
-    if callable(run):  # minimum-norm attack with a MinNormResult(x_adv, delta_norm, success)
-        result = run(model, x, y)
-        x_adv, dist = result.x_adv, result.delta_norm.to(x.device)
-    else:
-        kwargs = {"generator": generator} if generator is not None and _accepts_generator(attack.__call__) else {}
-        x_adv = attack(model, x, y, **kwargs)
-        dist = lp_norms(x_adv - x, p)
-    out = []
-    for eps in epsilons:
-        inside = per_sample(dist <= eps * (1 + 1e-6), x)
-        out.append(torch.where(inside, x_adv, x))
-    return out
 
 
 def accuracy_vs_epsilon(
@@ -242,12 +151,12 @@ def accuracy_vs_epsilon(
                 if crafter is None:  # noise: no model needed
                     advs = run_sweep(attack, None, xb, yb, epsilons, generator=generator())
                 else:
-                    device = _device_of(crafter, xb.device)
+                    device = device_of(crafter, xb.device)
                     advs = run_sweep(attack, crafter, xb.to(device), yb.to(device), epsilons, generator=generator())
                 targets = named.items() if crafter_name == "_source" else [(crafter_name, crafter)]
                 with torch.no_grad():
                     for name, model in targets:
-                        device = _device_of(model, xb.device)
+                        device = device_of(model, xb.device)
                         yd = yb.to(device)
                         for i, adv in enumerate(advs):
                             correct[name][i] += int((model(adv.to(device)).argmax(dim=1) == yd).sum().item())

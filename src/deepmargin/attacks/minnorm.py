@@ -1,9 +1,13 @@
-"""Minimum-norm attacks: the result type they share and FMN (Pintor et al., 2021) in l2 and l_inf.
+"""Minimum-norm attacks: FMN (Pintor et al., 2021) in l2 and l_inf, and the result type and helpers they share.
 
 A minimum-norm attack looks for the smallest perturbation ``delta`` (in the l_p norm) with
 ``argmax f(x + delta) != y`` and ``x + delta`` inside the input bounds. Its per-sample
 ``||delta||_p`` is an upper bound on the true distance to the decision boundary, which is what
 the robustness metrics (median adversarial distance, error at epsilon, margin reports) need.
+
+The shared pieces (:class:`MinNormResult`, ``flat_norm``, ``project_to_ball``, ``check_eps`` ...)
+are defined in ``_minnorm_base.py``, below both DeepFool and FMN (FMN starts from DeepFool), and
+importable from here as before.
 """
 
 from __future__ import annotations
@@ -12,168 +16,26 @@ import logging
 import math
 import numbers
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from ._base import check_bounds, check_float, check_inputs, check_int, check_norm, check_within_bounds, eval_mode
+from ._base import check_bounds, check_float, check_int, check_norm, eval_mode
+from ._minnorm_base import (  # re-exported
+    MinNormResult,
+    _MinNormAttack,
+    check_eps,
+    check_logits,
+    dual_norm_exponent,
+    flat_norm,
+    project_to_ball,
+    runner_up_margin,
+)
+from .deepfool import DeepFool
 
 __all__ = ["FMN", "MinNormResult"]
 
 logger = logging.getLogger(__name__)
-
-
-class MinNormResult(NamedTuple):
-    """What a minimum-norm attack found for each input of a batch.
-
-    Attributes:
-        x_adv: the adversarial batch, shaped like ``x``. Where the attack failed it holds what the
-            attack documents (``x`` itself for FMN, the last iterate for DeepFool).
-        delta_norm: ``(N,)`` l_p norm of ``x_adv - x`` where ``success``, ``inf`` where the attack
-            failed. Inputs that are misclassified to begin with have ``delta_norm == 0``.
-        success: ``(N,)`` bool, ``argmax model(x_adv) != y``.
-    """
-
-    x_adv: torch.Tensor
-    delta_norm: torch.Tensor
-    success: torch.Tensor
-
-
-# --------------------------------------------------------------------------------------------
-# helpers shared with DeepFool and the robustness metrics
-
-
-def flat_norm(t: torch.Tensor, p: float) -> torch.Tensor:
-    """Per-sample l_p norm of a batch ``(N, ...)`` -> ``(N,)`` for ``p`` in {1, 2, inf}."""
-    flat = t.flatten(1)
-    if p == math.inf:
-        return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
-    if p == 1:
-        return flat.abs().sum(dim=1)
-    return flat.norm(p=2, dim=1)
-
-
-def dual_norm_exponent(p: float) -> float:
-    """The q with 1/p + 1/q = 1 for p in {1, 2, inf}."""
-    return {1.0: math.inf, 2.0: 2.0, math.inf: 1.0}[float(p)]
-
-
-def project_to_ball(delta: torch.Tensor, radius: torch.Tensor, p: float) -> torch.Tensor:
-    """Project each ``delta[i]`` onto the l_p ball of radius ``radius[i]`` (p = 2 or inf).
-
-    l2: ``delta * min(1, r / ||delta||_2)``; l_inf: clamp every coordinate to ``[-r, r]``.
-    ``radius`` may contain ``inf`` (no projection).
-    """
-    shape = (-1,) + (1,) * (delta.dim() - 1)
-    r = radius.reshape(shape)
-    if p == math.inf:
-        return torch.maximum(torch.minimum(delta, r), -r)
-    norms = flat_norm(delta, 2.0).reshape(shape)
-    scale = torch.where(norms > r, r / norms.clamp_min(torch.finfo(delta.dtype).tiny), torch.ones_like(norms))
-    return delta * scale
-
-
-def check_eps(eps: object, owner: str) -> float | tuple[float, ...] | None:
-    """Validate ``eps``: ``None``, one float >= 0, or a non-empty sequence of them."""
-    if eps is None:
-        return None
-    if isinstance(eps, torch.Tensor):
-        eps = eps.tolist()
-    if isinstance(eps, Sequence) and not isinstance(eps, (str, bytes)):
-        values = tuple(eps)
-        if values and all(
-            isinstance(e, numbers.Real) and not isinstance(e, bool) and 0 <= float(e) < math.inf for e in values
-        ):
-            return tuple(float(e) for e in values)
-    elif isinstance(eps, numbers.Real) and not isinstance(eps, bool) and 0 <= float(eps) < math.inf:
-        return float(eps)
-    raise ValueError(
-        f"The 'eps' parameter of {owner} must be None, a finite float >= 0 or a non-empty sequence "
-        f"of them. Got {eps!r} instead."
-    )
-
-
-def check_logits(logits: torch.Tensor, y: torch.Tensor, owner: str) -> int:
-    """Check that the model returned ``(N, C)`` logits with ``C >= 2`` and that ``y < C``."""
-    if logits.dim() != 2 or logits.shape[0] != y.shape[0] or logits.shape[1] < 2:
-        raise ValueError(
-            f"The 'model' parameter of {owner} must return logits of shape (N, C) with C >= 2 for "
-            f"N = {y.shape[0]} inputs. Got {tuple(logits.shape)} instead."
-        )
-    num_classes = logits.shape[1]
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(
-            f"The 'y' parameter of {owner} must hold class indices in [0, {num_classes - 1}]. "
-            f"Got values in [{int(y.min())}, {int(y.max())}] instead."
-        )
-    return num_classes
-
-
-def runner_up_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``z_y - max_{j != y} z_j`` per row: positive iff the input is classified as ``y`` (no ties)."""
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    others = logits.scatter(1, y[:, None], float("-inf"))
-    return true - others.amax(dim=1)
-
-
-class _MinNormAttack:
-    """Common ``__call__`` of the minimum-norm attacks: run once, then cut to every ``eps``.
-
-    Subclasses set ``norm``, ``bounds``, ``eps`` and implement ``run(model, x, y)``.
-    """
-
-    norm: float
-    bounds: tuple[float, float]
-    eps: float | tuple[float, ...] | None
-
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> MinNormResult:  # pragma: no cover
-        raise NotImplementedError
-
-    def _prepare(
-        self, x: torch.Tensor, y: torch.Tensor, owner: str
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-        """Check ``x`` (inside the bounds), ``y``; return the detached ``x``, int64 labels on its
-        device, and the shape ``(-1, 1, ..., 1)`` that broadcasts a per-sample ``(N,)`` tensor
-        against ``x``."""
-        check_inputs(x, y, owner)
-        check_within_bounds(x, self.bounds, owner)
-        x0 = x.detach()
-        return x0, y.to(device=x.device, dtype=torch.int64), (-1,) + (1,) * (x0.dim() - 1)
-
-    def __call__(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
-    ) -> torch.Tensor | list[torch.Tensor]:
-        """Attack ``x`` (labels ``y``) and return the adversarial batch shaped like ``x``.
-
-        With ``eps=None`` this is the minimal adversarial found (see ``run``). With a float ``eps``
-        the found perturbation is projected onto the l_p ball of radius ``eps`` (as foolbox does for
-        minimisation attacks), so the batch is a valid attack at that budget; with a sequence of
-        epsilons a list with one batch per epsilon is returned from a single attack run.
-        """
-        result = self.run(model, x, y)
-        if self.eps is None:
-            return result.x_adv
-        return self.restrict(x, result.x_adv, self.eps)
-
-    def restrict(
-        self, x: torch.Tensor, x_adv: torch.Tensor, eps: float | Sequence[float]
-    ) -> torch.Tensor | list[torch.Tensor]:
-        """Project ``x_adv - x`` onto the l_p ball of radius ``eps`` (or each of several) and clip to bounds."""
-        eps_checked = check_eps(eps, type(self).__name__)
-        if eps_checked is None:
-            return x_adv
-        low, high = self.bounds
-        x = x.detach()
-        delta = x_adv.detach() - x
-
-        def cut(e: float) -> torch.Tensor:
-            radius = torch.full((x.shape[0],), e, dtype=x.dtype, device=x.device)
-            return (x + project_to_ball(delta, radius, self.norm)).clamp(low, high)
-
-        if isinstance(eps_checked, tuple):
-            return [cut(e) for e in eps_checked]
-        return cut(eps_checked)
 
 
 class FMN(_MinNormAttack):
@@ -330,8 +192,6 @@ class FMN(_MinNormAttack):
             with torch.no_grad():
                 check_logits(model(x0), y, owner)
             if starting_points is None and self.init == "deepfool":
-                from .deepfool import DeepFool  # deepfool imports this module
-
                 start = DeepFool(norm=p, bounds=self.bounds).run(model, x0, y)
                 starting_points = start.x_adv
             if starting_points is None:
