@@ -51,7 +51,7 @@ from .checks import warn_if_probabilities, warn_if_training, warn_if_zero_gradie
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GradientAttack", "FGSM", "IFGSM", "PGD", "norm_name", "attack_loss"]
+__all__ = ["GradientAttack", "FGSM", "IFGSM", "PGD", "fgsm", "norm_name", "attack_loss"]
 
 _LOSSES = ("ce", "margin")
 _NORM_NAMES = {math.inf: "linf", 2.0: "l2"}
@@ -103,6 +103,85 @@ def _direction(grad: torch.Tensor, p: float) -> torch.Tensor:
         return grad.sign()
     norms = lp_norms(grad, 2.0).clamp_min(1e-12)
     return grad / per_sample(norms, grad)
+
+
+def _loss_gradient(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(grad, logits, labels)``: the input gradient of ``sum_i attack_loss(f(x)_i, labels_i)``, with
+    ``labels = y``, or the model's predictions ``argmax f(x)`` (of the same forward pass) when ``y`` is
+    ``None``. Only the input gradient is computed (``torch.autograd.grad``); the model runs as it is."""
+    xg = x.detach().requires_grad_(True)
+    logits = model(xg)
+    labels = logits.detach().argmax(dim=1) if y is None else y
+    (grad,) = torch.autograd.grad(attack_loss(logits, labels, loss).sum(), xg)
+    return grad, logits, labels
+
+
+def _fast_gradient_step(
+    x0: torch.Tensor, grad: torch.Tensor, eps: float | torch.Tensor, p: float, bounds: Sequence[float] | None
+) -> torch.Tensor:
+    """``x0 + eps * s(grad)``, clipped to ``bounds`` when given; ``eps`` a number or per-sample radii ``(N,)``."""
+    if isinstance(eps, torch.Tensor):
+        eps = eps.to(dtype=x0.dtype, device=x0.device)
+        if eps.dim() == 1:
+            eps = per_sample(eps, x0)
+    x = x0 + eps * _direction(grad, p)
+    return x if bounds is None else x.clamp(float(bounds[0]), float(bounds[1]))
+
+
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    eps: float | torch.Tensor,
+    norm: float | str = math.inf,
+    bounds: Sequence[float] | None = None,
+    loss: str = "ce",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""One fast gradient step from ``x``, the primitive of :class:`FGSM` and of adversarial training.
+
+    .. math::
+        x_{adv} = \mathrm{clip}_{[a, b]}\big(x + \epsilon_i\, s(\nabla_x L(f(x), y))\big), \qquad
+        s(g) = \mathrm{sign}(g)\ (p = \infty),\quad s(g) = g / \|g\|_2\ (p = 2).
+
+    With ``y=None`` the labels are the model's predictions :math:`\hat y = \arg\max_j f_j(x)`
+    (Kurakin et al. 2016 craft adversarial training examples this way, so that the perturbation does
+    not leak the true label). The model runs in eval mode (each submodule's mode is restored: no
+    batch-norm statistics change, no dropout) and only the input gradient is computed, so the
+    parameters' ``.grad`` stay as they are. Unlike :class:`FGSM` no input checks or reliability
+    warnings run, which suits a training loop.
+
+    Args:
+        model: returns logits ``(N, C)``.
+        x: clean inputs ``(N, *)``.
+        y: labels ``(N,)`` int64, or ``None`` for the model's predictions.
+        eps: the radius (a number) or one radius per sample ``(N,)``, in the units of ``x``.
+        norm: ``inf`` (FGSM, default) or ``2`` (fast gradient method with normalised gradient).
+        bounds: ``(low, high)`` of valid inputs; ``None`` for unbounded inputs.
+        loss: ``'ce'`` (default) or ``'margin'`` (see :func:`attack_loss`).
+
+    Returns:
+        ``(x_adv, labels)``: the examples (like ``x``, detached) and the labels they were crafted with.
+
+    Example:
+        >>> model = nn.Linear(4, 3)
+        >>> x_adv, pred = fgsm(model, torch.rand(5, 4), eps=torch.full((5,), 0.1), bounds=(0.0, 1.0))
+        >>> tuple(x_adv.shape), tuple(pred.shape)
+        ((5, 4), (5,))
+
+    Reference:
+        Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015;
+        Kurakin, Goodfellow & Bengio, "Adversarial Machine Learning at Scale", ICLR 2017.
+    """
+    p = check_norm(norm, "fgsm")
+    if loss not in _LOSSES:
+        raise ValueError(f"The 'loss' parameter of fgsm must be one of {list(_LOSSES)}. Got {loss!r} instead.")
+    x0 = x.detach()
+    with eval_mode(model), torch.enable_grad():
+        grad, _, labels = _loss_gradient(model, x0, y, loss)
+    return _fast_gradient_step(x0, grad, eps, p, bounds).detach(), labels
 
 
 def _project(x_adv: torch.Tensor, x0: torch.Tensor, eps: float, p: float) -> torch.Tensor:
@@ -288,12 +367,9 @@ class GradientAttack:
         return resolve_generator(override, self.generator, self.seed)
 
     def _gradient(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, check: bool) -> torch.Tensor:
-        xg = x.detach().requires_grad_(True)
-        logits = model(xg)
+        grad, logits, _ = _loss_gradient(model, x, y, self.loss)
         if check:
             warn_if_probabilities(logits, stacklevel=5)
-        (grad,) = torch.autograd.grad(attack_loss(logits, y, self.loss).sum(), xg)
-        if check:
             warn_if_zero_gradients(grad, stacklevel=5)
         return grad
 
@@ -374,14 +450,14 @@ class FGSM(GradientAttack):
         if x0.numel() == 0 or all(e == 0 for e in epsilons):
             return [x0.clone() for _ in epsilons]
         low, high = self.bounds
-        direction = _direction(self._gradient(model, x0, y, check=True), self.norm)
+        grad = self._gradient(model, x0, y, check=True)
         out = []
         for eps in epsilons:
             if eps == 0:
                 out.append(x0.clone())
                 continue
-            x = _project(x0 + eps * direction, x0, eps, self.norm).clamp(low, high)
-            out.append(x.detach())
+            x = _fast_gradient_step(x0, grad, eps, self.norm, None)  # the step of fgsm(); the projection
+            out.append(_project(x, x0, eps, self.norm).clamp(low, high).detach())  # keeps it in the ball
         return out
 
 

@@ -37,23 +37,23 @@ training mode the two objective calls (clean part, adversarial part) normalise e
 own batch statistics and each updates the running statistics once.
 
 Adding another one-step attack (e.g. ``"l2"``: :math:`x + \epsilon\, g / \|g\|_2`) takes an entry
-in :data:`DIRECTIONS` and in :data:`deepmargin.training.config.ADV_TRAIN`.
+in :data:`NORMS` and in :data:`deepmargin.training.config.ADV_TRAIN`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..attacks.gradient import fgsm
+
 __all__ = [
-    "DIRECTIONS",
+    "NORMS",
     "AdversarialBatch",
     "adversarial_batch",
     "adversarial_count",
@@ -66,33 +66,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _sign(grad: Tensor) -> Tensor:
-    """The l_inf steepest-ascent direction ``sign(g)`` (FGSM)."""
-    return grad.sign()
-
-
-def _unit_l2(grad: Tensor) -> Tensor:
-    """The l_2 steepest-ascent direction ``g / ||g||_2`` per sample (the one-step l_2 attack; 0 where g = 0)."""
-    norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return grad / norms.reshape((-1,) + (1,) * (grad.dim() - 1))
-
-
-#: Perturbation direction of each one-step attack of ``TrainConfig.adv_train``, from the input gradient:
-#: ``"fgsm"`` x + eps sign(g) (l_inf), ``"l2"`` x + eps g / ||g||_2 (Finlay & Oberman's l_2 adversarial
-#: training, the counterpart of the J^2 penalty).
-DIRECTIONS: dict[str, Callable[[Tensor], Tensor]] = {"fgsm": _sign, "l2": _unit_l2}
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every submodule of ``model`` in eval mode; each module's own mode restored on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, was_training in modes:
-            m.training = was_training
+#: The norm of each one-step attack of ``TrainConfig.adv_train`` (the ``norm`` of
+#: :func:`deepmargin.attacks.gradient.fgsm`): ``"fgsm"`` x + eps sign(g) (l_inf), ``"l2"``
+#: x + eps g / ||g||_2 (Finlay & Oberman's l_2 adversarial training, the counterpart of the J^2 penalty).
+NORMS: dict[str, float] = {"fgsm": math.inf, "l2": 2.0}
 
 
 def truncated_normal_mean(eps_max: float, sigma: float | None = None) -> float:
@@ -215,15 +192,16 @@ def craft(
         \hat y = \arg\max_j f_j(x), \qquad
         x_{adv} = \mathrm{clip}_{[a, b]}\big(x + \epsilon_i\, d(\nabla_x \mathrm{CE}(f(x), \hat y))\big),
 
-    with :math:`d = \mathrm{sign}` for ``"fgsm"``. The model runs in eval mode (its modes are
-    restored; no batch-norm statistics change, no dropout) and only the input gradient is computed
+    with :math:`d = \mathrm{sign}` for ``"fgsm"``: :func:`deepmargin.attacks.gradient.fgsm` with
+    ``y=None`` (the one FGSM of the library). The model runs in eval mode (its modes are restored;
+    no batch-norm statistics change, no dropout) and only the input gradient is computed
     (:func:`torch.autograd.grad`), so the parameters' ``.grad`` stay as they are.
 
     Args:
         model: returns logits ``(N, C)``.
         x: clean inputs ``(N, *)``.
         eps: radii ``(N,)`` (or one float), in the units of ``x``.
-        method: a key of :data:`DIRECTIONS`.
+        method: a key of :data:`NORMS`.
         bounds: ``(low, high)`` of valid inputs; ``None`` for unbounded inputs.
 
     Returns:
@@ -236,21 +214,9 @@ def craft(
         >>> tuple(x_adv.shape), tuple(pred.shape)
         ((5, 4), (5,))
     """
-    if method not in DIRECTIONS:
-        raise ValueError(f"The 'method' parameter of craft must be one of {list(DIRECTIONS)}. Got {method!r} instead.")
-    x0 = x.detach()
-    eps_t = torch.as_tensor(eps, dtype=x0.dtype, device=x0.device)
-    if eps_t.dim() == 1:
-        eps_t = eps_t.reshape((-1,) + (1,) * (x0.dim() - 1))
-    with _eval_mode(model), torch.enable_grad():
-        xg = x0.clone().requires_grad_(True)
-        logits = model(xg)
-        pred = logits.detach().argmax(dim=1)
-        (grad,) = torch.autograd.grad(F.cross_entropy(logits, pred, reduction="sum"), xg)
-    x_adv = x0 + eps_t * DIRECTIONS[method](grad)
-    if bounds is not None:
-        x_adv = x_adv.clamp(float(bounds[0]), float(bounds[1]))
-    return x_adv.detach(), pred
+    if method not in NORMS:
+        raise ValueError(f"The 'method' parameter of craft must be one of {list(NORMS)}. Got {method!r} instead.")
+    return fgsm(model, x, None, eps=eps, norm=NORMS[method], bounds=bounds)
 
 
 @dataclass
@@ -307,7 +273,7 @@ def adversarial_batch(
             :class:`deepmargin.training.Objective`.
         model: the model ``objective`` trains (used to craft the examples).
         x, y: the batch ``(m, *)`` and its labels ``(m,)``.
-        method: one-step attack, a key of :data:`DIRECTIONS`.
+        method: one-step attack, a key of :data:`NORMS`.
         eps_max: the largest radius :math:`\epsilon_{max}`, in input units.
         ratio: share of the batch replaced, in (0, 1].
         weight: :math:`\lambda`, weight of the adversarial examples.
@@ -318,7 +284,7 @@ def adversarial_batch(
 
     Example:
         >>> model = nn.Linear(4, 3)
-        >>> objective = lambda x, y: (F.cross_entropy(model(x), y), model(x))
+        >>> objective = lambda x, y: (torch.nn.functional.cross_entropy(model(x), y), model(x))
         >>> out = adversarial_batch(objective, model, torch.rand(8, 4), torch.arange(8) % 3, bounds=(0.0, 1.0))
         >>> out.n_adv, tuple(out.logits.shape)
         (4, (8, 3))
