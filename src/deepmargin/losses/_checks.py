@@ -8,12 +8,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ..checks import param_error  # re-exported: the package's one error template
+
 REDUCTIONS = ("none", "mean", "sum")
-
-
-def param_error(owner: str, name: str, expected: str, got: object, exc: type = ValueError) -> Exception:
-    """Build the error 'The <name> parameter of <owner> must be <expected>. Got <got> instead.'"""
-    return exc(f"The '{name}' parameter of {owner} must be {expected}. Got {got!r} instead.")
 
 
 def check_reduction(reduction: str, owner: str) -> str:
