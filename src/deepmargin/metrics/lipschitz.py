@@ -13,14 +13,15 @@ r"""Lipschitz bounds of networks and certified class-pure radii (Kesidis, Miller
 How a model is walked. The bound needs the model's computation graph, which a custom
 ``forward`` hides. It is read from, in this order:
 
-1. a method ``lipschitz_structure()`` of the module, returning a :class:`Chain` (stages applied in
-   order), a :class:`BranchSum` (branches applied to the same input, outputs summed; ``None`` is
-   the identity, so ``BranchSum(None, branch)`` is ``x + branch(x)``), a module, or a list of
-   stages (a chain);
-2. the containers whose ``forward`` (not overridden) runs their children in order:
-   ``nn.Sequential`` and the repo's :class:`~deepmargin.models.MLP` and flat image models
-   (``MnistCNN``, ``DigitsCNN``, ``LeNet5``, ``WideResNet``), and the pre-activation residual
-   block of :mod:`deepmargin.models.wrn`;
+1. a method ``lipschitz_structure()`` of the module (the protocol of
+   :mod:`deepmargin.models.structure`), returning a :class:`Chain` (stages applied in order), a
+   :class:`BranchSum` (branches applied to the same input, outputs summed; ``None`` is the
+   identity, so ``BranchSum(None, branch)`` is ``x + branch(x)``), a module, or a list of stages (a
+   chain); ``None`` when the module cannot describe itself (a subclass with its own ``forward``).
+   The bundled models implement it: :class:`~deepmargin.models.MLP`, the flat image models
+   (``MnistCNN``, ``DigitsCNN``, ``LeNet5``, ``WideResNet``) and the pre-activation residual block
+   of :mod:`deepmargin.models.wrn`;
+2. ``nn.Sequential`` (its ``forward`` not overridden): its children in order;
 3. the supported layers (:data:`SUPPORTED_LAYERS`), each with its own constant.
 
 Anything else is an error naming the layer (qualified name and type). The walk is checked: it
@@ -66,12 +67,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks._base import eval_mode
 from ..attacks.normalize import Normalize
-from ..losses._checks import param_error
-from ..models._flat import FlatImageModel
-from ..models.mlp import MLP
-from ..models.wrn import PreActBlock
+from ..capture.modes import eval_mode
+from ..checks import param_error
+from ..models.structure import BranchSum, Chain, check_stage
 from .logit_margin import logit_margins
 
 __all__ = [
@@ -87,97 +86,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 NORMS = ("l2", "linf-l2")
-THEOREMS = ("kesidis", "tsuzuku")
+#: Per theorem: whether the margin is taken on the rectified outputs, and ``c`` in ``radius = margin / (c L)``.
+_THEOREM_RULES = {"kesidis": (True, 2.0), "tsuzuku": (False, math.sqrt(2.0))}
+THEOREMS = tuple(_THEOREM_RULES)
 METHODS = ("lanczos", "power")
 
 
 # --------------------------------------------------------------------------- structure
-
-
-class Chain:
-    """Stages applied in order: ``Chain(a, b, c)(x) = c(b(a(x)))``.
-
-    A stage is an ``nn.Module``, a :class:`Chain`, a :class:`BranchSum` or ``None`` (the identity).
-    Returned by a module's ``lipschitz_structure()`` method to describe its ``forward``.
-
-    Example:
-        >>> block = Chain(nn.Linear(4, 4), nn.ReLU(), BranchSum(None, nn.Linear(4, 4)))
-        >>> len(block.stages)
-        3
-    """
-
-    def __init__(self, *stages: object) -> None:
-        self.stages = tuple(_check_stage(s, "Chain") for s in stages)
-
-    def __repr__(self) -> str:
-        return f"Chain({', '.join(_short(s) for s in self.stages)})"
-
-
-class BranchSum:
-    """Branches applied to the same input, their outputs summed: ``BranchSum(a, b)(x) = a(x) + b(x)``.
-
-    ``None`` is the identity, so a residual block ``x + branch(x)`` is ``BranchSum(None, branch)``;
-    its Lipschitz bound is the sum of the branches' bounds.
-
-    Example:
-        >>> BranchSum(None, nn.Linear(3, 3))
-        BranchSum(identity, Linear)
-    """
-
-    def __init__(self, *branches: object) -> None:
-        if not branches:
-            raise ValueError("The 'branches' parameter of BranchSum must hold at least one branch. Got none instead.")
-        self.branches = tuple(_check_stage(b, "BranchSum") for b in branches)
-
-    def __repr__(self) -> str:
-        return f"BranchSum({', '.join(_short(b) for b in self.branches)})"
-
-
-def _short(stage: object) -> str:
-    if stage is None:
-        return "identity"
-    return repr(stage) if isinstance(stage, (Chain, BranchSum)) else type(stage).__name__
-
-
-def _check_stage(stage: object, owner: str) -> object:
-    if stage is None or isinstance(stage, (nn.Module, Chain, BranchSum)):
-        return stage
-    raise TypeError(
-        f"The stages of {owner} must be nn.Module, Chain, BranchSum or None (the identity). "
-        f"Got {type(stage).__name__} instead."
-    )
-
-
-class _AddChannel(nn.Module):
-    """The channel axis a flat image model adds to ``(N, H, W)`` inputs (an isometry)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(1)
-
-
-def _preact_structure(block: PreActBlock) -> Chain | BranchSum:
-    """``conv2(...(relu1(bn1(x)))) + shortcut(relu1(bn1(x)))``, or ``+ x`` without a shortcut."""
-    rest = [block.conv1, block.bn2, block.relu2]
-    if hasattr(block, "dropout"):
-        rest.append(block.dropout)
-    rest.append(block.conv2)
-    if block.shortcut is not None:
-        return Chain(block.bn1, block.relu1, BranchSum(block.shortcut, Chain(*rest)))
-    return BranchSum(None, Chain(block.bn1, block.relu1, *rest))
-
-
-def _flat_structure(model: FlatImageModel) -> Chain:
-    stages = list(model.children())
-    return Chain(_AddChannel(), *stages) if model._add_channel else Chain(*stages)
-
-
-#: Containers recognised by their (not overridden) forward method.
-_CONTAINERS: dict[Callable, Callable[[nn.Module], object]] = {
-    nn.Sequential.forward: lambda m: Chain(*m.children()),
-    MLP.forward: lambda m: Chain(*m.children()),
-    FlatImageModel.forward: _flat_structure,
-    PreActBlock.forward: _preact_structure,
-}
 
 
 def _structure(module: nn.Module) -> object | None:
@@ -190,9 +105,10 @@ def _structure(module: nn.Module) -> object | None:
         if found is module:
             raise ValueError(f"{type(module).__name__}.lipschitz_structure() must describe the module by its parts. "
                              "Got the module itself instead.")
-        return _check_stage(found, f"{type(module).__name__}.lipschitz_structure()")
-    builder = _CONTAINERS.get(type(module).forward)
-    return builder(module) if builder is not None else None
+        return check_stage(found, f"{type(module).__name__}.lipschitz_structure()")
+    if type(module).forward is nn.Sequential.forward:
+        return Chain(*module.children())
+    return None
 
 
 # --------------------------------------------------------------------------- per-layer constants
@@ -231,7 +147,7 @@ _ELEMENTWISE: dict[type, Callable[[nn.Module], float]] = {
     nn.ELU: lambda m: max(1.0, float(m.alpha)),
 }
 _ISOMETRIES = (
-    nn.Identity, nn.Flatten, nn.Unflatten, _AddChannel,
+    nn.Identity, nn.Flatten, nn.Unflatten,
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
 )
 _CONVS = {nn.Conv1d: (F.conv1d, F.conv_transpose1d), nn.Conv2d: (F.conv2d, F.conv_transpose2d),
@@ -243,7 +159,7 @@ _ADAPTIVE_MAX_POOLS = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMa
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _LEAVES: tuple[type, ...] = (
     nn.Linear, *_CONVS, *_TRANSPOSED, *_BATCH_NORMS, Normalize, *_AVG_POOLS, *_MAX_POOLS, *_ADAPTIVE_MAX_POOLS,
-    *_ELEMENTWISE, *[t for t in _ISOMETRIES if t is not _AddChannel],
+    *_ELEMENTWISE, *_ISOMETRIES,
 )
 
 #: Names of the layer types :func:`lipschitz_upper_bound` bounds (besides the containers it walks).
@@ -263,7 +179,7 @@ class _Options:
 def _leaf_class(module: nn.Module) -> type | None:
     """The supported class ``module`` is an instance of, if its forward is that class's own."""
     for cls in type(module).__mro__:
-        if cls in _LEAVES or cls is _AddChannel:
+        if cls in _LEAVES:
             return cls if type(module).forward is cls.forward else None
     return None
 
@@ -795,8 +711,8 @@ def purity_radius(
         return x.new_empty(0)
     with eval_mode(model), torch.no_grad():
         logits = torch.cat([model(chunk) for chunk in x.split(batch_size)])
-    margins = logit_margins(logits, rectify=theorem == "kesidis")
-    scale = 2.0 if theorem == "kesidis" else math.sqrt(2.0)
+    rectify, scale = _THEOREM_RULES[theorem]
+    margins = logit_margins(logits, rectify=rectify)
     return (margins.clamp_min(0) / (scale * lipschitz)).to(dtype=x.dtype)
 
 

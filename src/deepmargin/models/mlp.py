@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from ._checks import check_bool, check_dropout, check_input_shape, check_num_classes
+from .structure import Chain
 
 
 class MLP(nn.Module):
@@ -80,3 +81,10 @@ class MLP(nn.Module):
         for module in self.children():
             x = module(x)
         return x
+
+    def lipschitz_structure(self) -> Chain | None:
+        """What ``forward`` computes (:mod:`deepmargin.models.structure`): the children in order;
+        ``None`` for a subclass with its own ``forward``."""
+        if type(self).forward is not MLP.forward:
+            return None
+        return Chain(*self.children())

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ._checks import check_image_model
 from ._flat import FlatImageModel
+from .structure import BranchSum, Chain
 
 __all__ = ["WideResNet"]
 
@@ -69,6 +70,20 @@ class PreActBlock(nn.Module):
             branch = self.dropout(branch)
         branch = self.conv2(branch)
         return branch + (self.shortcut(pre) if self.shortcut is not None else x)
+
+    def lipschitz_structure(self) -> Chain | BranchSum | None:
+        """What ``forward`` computes (:mod:`deepmargin.models.structure`):
+        ``conv2(...(relu1(bn1(x)))) + shortcut(relu1(bn1(x)))``, or ``+ x`` without a shortcut;
+        ``None`` for a subclass with its own ``forward``."""
+        if type(self).forward is not PreActBlock.forward:
+            return None
+        rest = [self.conv1, self.bn2, self.relu2]
+        if hasattr(self, "dropout"):
+            rest.append(self.dropout)
+        rest.append(self.conv2)
+        if self.shortcut is not None:
+            return Chain(self.bn1, self.relu1, BranchSum(self.shortcut, Chain(*rest)))
+        return BranchSum(None, Chain(self.bn1, self.relu1, *rest))
 
 
 class WideResNet(FlatImageModel):
