@@ -180,15 +180,15 @@ def _check_fits(name: str, meta: Mapping[str, Any], bundle: Any) -> None:
 
 def _margin_settings(meta: Mapping[str, Any]) -> tuple[bool, float | None]:
     """``(rectify, mu)`` of a checkpoint: rectified outputs and target margin of its training loss."""
-    config = meta.get("config") or {}
-    loss = config.get("loss")
-    options = config.get("loss_options") or {}
-    if loss == "kesidis":
-        mu = options.get("mu", 1.0)
-        return bool(options.get("rectify", False)), float(mu) if mu is not None else None
-    if loss == "hinge":
-        return False, float(config.get("hinge_margin") or 1.0)
-    return False, None
+    from ..losses import LOSS_REGISTRY, loss_options_of
+
+    config = dict(meta.get("config") or {})
+    spec = LOSS_REGISTRY.get(config.setdefault("loss", "ce"))
+    if spec is None or spec.output_margin is None:
+        return False, None
+    options = {o.name: o.default for o in spec.options}
+    options.update(loss_options_of(config))
+    return spec.output_margin(options)
 
 
 # --------------------------------------------------------------------------- model outputs

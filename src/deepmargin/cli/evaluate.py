@@ -128,7 +128,10 @@ def evaluate_checkpoint(
         x, y = x[:max_samples], y[:max_samples]
     x, y = x.to(device), y.to(device)
     if layers is None:
-        saved = cfg.get("layers") if cfg.get("loss") == "margin" else None
+        from ..losses import LOSS_REGISTRY
+
+        spec = LOSS_REGISTRY.get(cfg.get("loss", "ce"))
+        saved = cfg.get("layers") if spec is not None and spec.uses_layers else None
         layers = list(saved) if saved else default_margin_layers(model)
     with torch.no_grad():
         correct = sum(

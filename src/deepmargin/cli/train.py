@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register the ``train`` subcommand."""
     from ..data import DATASETS
     from ..models import MODELS
-    from ..training.config import ADV_TRAIN, AGGREGATIONS, AUGMENTATIONS, LOSSES, LR_SCHEDULES, OPTIMIZERS, SCORES
+    from ..training.config import ADV_TRAIN, AGGREGATIONS, AUGMENTATIONS, LR_SCHEDULES, OPTIMIZERS, SCORES
 
     p = subparsers.add_parser(
         "train",
@@ -62,14 +62,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g = p.add_argument_group("loss")
     from ..losses import LOSS_REGISTRY
 
-    g.add_argument("--loss", choices=(*LOSSES, *LOSS_REGISTRY),
-                   help="ce, hinge (+ small CE), margin (+ ce_weight CE) or a registered loss: "
-                   + ", ".join(f"{n} ({spec.summary})" for n, spec in LOSS_REGISTRY.items())
+    g.add_argument("--loss", choices=tuple(LOSS_REGISTRY),
+                   help="the training loss: " + ", ".join(f"{n} ({spec.summary})" for n, spec in LOSS_REGISTRY.items())
                    + " (`deepmargin losses` lists their options); default ce")
     g.add_argument("--loss-option", action="append", default=None, metavar="KEY=VALUE", type=_key_value,
-                   help="an option of a registered loss, e.g. --loss-option C=0.1 --loss-option norm=inf (repeatable); "
+                   help="an option of a loss that keeps its options in loss_options, e.g. --loss-option C=0.1 "
+                   "--loss-option norm=inf (repeatable); "
                    + "; ".join(f"{n}: " + ", ".join(f"{o.name}={o.default!r}" for o in spec.options)
-                               for n, spec in LOSS_REGISTRY.items()))
+                               for n, spec in LOSS_REGISTRY.items() if spec.options and not spec.config_fields))
     g.add_argument("--preset", metavar="NAME",
                    help="start from a preset of `deepmargin experiment` (e.g. margin-l2, matyasko-l2, j2, vat, kesidis-9); "
                    "--config and the other options override its fields")

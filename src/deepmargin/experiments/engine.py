@@ -663,6 +663,7 @@ def run_study(
 
 def _check_finished(out: Path, cells: Sequence[Cell]) -> None:
     """Refuse finished training cells whose recorded configuration is not the cell's (never reuse another run)."""
+    from ..losses import loss_spec
     from ..training.config import RESUME_FREE_KEYS, config_differences
 
     for cell in cells:
@@ -670,9 +671,10 @@ def _check_finished(out: Path, cells: Sequence[Cell]) -> None:
             continue
         saved = _read_json(cell_result_path(out, cell)).get("config") or {}
         now = dict(cell.config)
-        if now.get("loss") == "margin" and now.get("layers") is None:
+        uses_layers = loss_spec(now.get("loss", "ce")).uses_layers
+        if uses_layers and now.get("layers") is None:
             now["layers"] = _default_layers(now)  # what train() resolves None to today
-        ignore = RESUME_FREE_KEYS | ({"layers"} if now.get("loss") != "margin" else set())
+        ignore = RESUME_FREE_KEYS | ({"layers"} if not uses_layers else set())
         diff = config_differences(saved, now, ignore=ignore)
         if diff:
             lines = "; ".join(f"{k}: {a!r} (saved) != {b!r} (now)" for k, (a, b) in diff.items())

@@ -135,10 +135,8 @@ def preset_family(fields: Mapping[str, Any]) -> str:
     registered loss (``"matyasko"``, ``"input_gradient"``, ``"vat"``), ``"default"`` for the others."""
     from ..losses import LOSS_REGISTRY
 
-    loss = fields.get("loss")
-    if loss == "margin":
-        return "margin"
-    return str(loss) if loss in LOSS_REGISTRY else "default"
+    spec = LOSS_REGISTRY.get(fields.get("loss", "ce"))
+    return spec.family if spec is not None else "default"
 
 
 def load_preset_file(path: str | os.PathLike[str]) -> Preset:

@@ -293,10 +293,11 @@ def _train_config(
     dropout = hp.pop("dropout", None)
     if dropout is not None and "dropout" in model_opts:
         model_kwargs["dropout"] = float(dropout)
-    from ..losses import LOSS_REGISTRY
+    from ..losses import loss_options_of, loss_spec
 
-    if config.get("loss") in LOSS_REGISTRY:  # grid dimensions that are options of a registered loss
-        names = {o.name for o in LOSS_REGISTRY[config["loss"]].options}
+    spec = loss_spec(config.get("loss", "ce"))
+    if not spec.config_fields:  # grid dimensions that are options of the loss go into loss_options
+        names = set(spec.option_names)
         options = {**dict(config.get("loss_options") or {}), **{k: v for k, v in hp.items() if k in names}}
         hp = {k: v for k, v in hp.items() if k not in names}
         config["loss_options"] = options
@@ -306,10 +307,12 @@ def _train_config(
         config["lr"] = protocol.lr[config["optimizer"]]
     if config.get("adv_train", "none") != "none" and "adv_eps" not in fields and "adv_eps" not in hp:
         config["adv_eps"] = float(protocol.adv_eps)
-    if config.get("loss") == "margin":
-        config["top_k"] = min(int(config.get("top_k", 1)), num_classes - 1)
-        if "gamma" not in fields and "gamma" not in hp:  # a grid without gamma: the protocol's base value
-            config["gamma"] = float(protocol.gamma_base[_norm_key(config.get("norm", 2))])
+    if spec.adapt is not None:  # options fitted to the data (e.g. top_k < classes)
+        changed = spec.adapt(loss_options_of(config), num_classes)
+        (config if spec.config_fields else config["loss_options"]).update(changed)
+    if spec.config_fields and "gamma" in spec.option_names and "gamma" not in fields and "gamma" not in hp:
+        # a grid without gamma: the protocol's base value for the loss's norm
+        config["gamma"] = float(protocol.gamma_base[_norm_key(config.get("norm", 2))])
     scale = min(1.0 / fraction, protocol.max_epoch_scale) if fraction < 1 else 1.0
     config["epochs"] = max(1, int(round(protocol.epochs * scale)))
     config.update(label_noise=float(noise), train_fraction=float(fraction), seed=int(seed))
@@ -317,10 +320,11 @@ def _train_config(
 
 
 def _cost(config: Mapping[str, Any]) -> float:
+    from ..losses import loss_options_of, loss_spec
+
     steps = config["epochs"] * config["train_fraction"]
-    factor = 1.0
-    if config["loss"] == "margin":
-        factor = 1.0 + 0.35 * config.get("top_k", 1)
+    spec = loss_spec(config["loss"])
+    factor = spec.cost(loss_options_of(config)) if spec.cost is not None else 1.0
     if config.get("adv_train", "none") != "none":
         factor *= 1.6
     return steps * factor

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_logits_target, check_positive, check_reduction, param_error
+from .cross_entropy import LogitsCriterion
+from .registry import LossOption, LossSpec, register_loss
 
 __all__ = ["multiclass_hinge_loss", "MulticlassHingeLoss"]
 
@@ -82,3 +84,21 @@ class MulticlassHingeLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return multiclass_hinge_loss(logits, target, margin=self.margin, aggregation=self.aggregation,
                                      ce_weight=self.ce_weight, reduction=self.reduction)
+
+
+register_loss(LossSpec(
+    name="hinge",
+    summary="multiclass hinge + hinge_ce_weight x cross-entropy (Elsayed et al.'s second baseline)",
+    reference="Elsayed et al., NeurIPS 2018, Sec. 4.2",
+    options=(
+        LossOption("hinge_margin", 1.0, None, "the output margin of the hinge", flag="--hinge-margin",
+                   expected_text="a float > 0"),
+        LossOption("hinge_ce_weight", 0.1, None, "weight of the cross-entropy term", flag="--hinge-ce-weight",
+                   expected_text="a float >= 0"),
+    ),
+    build=lambda model, o: LogitsCriterion(model, MulticlassHingeLoss(margin=o["hinge_margin"], ce_weight=o["hinge_ce_weight"])),
+    needs_input_grad=False,
+    config_fields=True,
+    output_margin=lambda o: (False, float(o["hinge_margin"] or 1.0)),
+    grid_family="default",
+))

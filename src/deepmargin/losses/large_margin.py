@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .registry import LossOption, LossSpec, register_loss
 from ._checks import (
     check_logits_target,
     check_per_layer,
@@ -34,7 +35,7 @@ from ._checks import (
     param_error,
 )
 
-__all__ = ["large_margin_loss", "large_margin_loss_from_norms", "linearized_distances", "rival_grad_norms",
+__all__ = ["default_margin_layers", "large_margin_loss", "large_margin_loss_from_norms", "linearized_distances", "rival_grad_norms",
            "GRAD_METHODS"]
 
 OWNER = "large_margin_loss"
@@ -641,3 +642,62 @@ class LargeMarginLoss(torch.nn.Module):
     def extra_repr(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"layers={self.layers}, {opts}, margin_weight={self.margin_weight}, ce_weight={self.ce_weight}"
+
+
+def default_margin_layers(model: torch.nn.Module) -> list[str]:
+    """The model's ``margin_layers`` when it has them (the wide ResNet: the paper's 5 evenly spaced
+    layers), else ``["input", *model.hidden_layers]``: the input and every hidden representation (the
+    paper's "all layers" setting); just ``["input"]`` for a model without either attribute."""
+    from ..capture import unwrap_model
+
+    model = unwrap_model(model)
+    chosen = getattr(model, "margin_layers", None)
+    if chosen:
+        return list(chosen)
+    return ["input", *getattr(model, "hidden_layers", ())]
+
+
+def _build_margin(model: torch.nn.Module, o) -> LargeMarginLoss:
+    layers = list(o["layers"]) if o["layers"] is not None else default_margin_layers(model)
+    return LargeMarginLoss(
+        model, layers, gamma=o["gamma"], alpha=o["alpha"], top_k=o["top_k"], norm=o["norm"],
+        aggregation=o["aggregation"], layer_weights=o["layer_weights"], epsilon=o["epsilon"],
+        approximate=o["approximate"], scores=o["scores"], exact_per_sample=o["exact_per_sample"],
+        margin_weight=o["margin_weight"], ce_weight=o["ce_weight"],
+    )
+
+
+def _option(name, default, flag, expected, help):
+    return LossOption(name, default, None, help, flag=flag, expected_text=expected)
+
+
+register_loss(LossSpec(
+    name="margin",
+    summary="the large-margin loss of Elsayed et al. (2018) + ce_weight x cross-entropy",
+    reference="Elsayed et al., NeurIPS 2018, eqs. (7)-(10)",
+    options=(
+        _option("layers", None, "--layers", "layer names or None",
+                "margin layers (None: the model's default margin layers; `deepmargin layers` lists the names)"),
+        _option("gamma", 1.0, "--gamma", "a float > 0 or one per layer", "the margin gamma_l"),
+        _option("alpha", None, "--alpha", "a float > 0 or None", "clipping: each penalty at most alpha x gamma_l"),
+        _option("top_k", 1, "--top-k", "an int >= 1", "rival classes with the highest scores"),
+        _option("norm", 2.0, "--norm", "a real p >= 1 or 'inf'", "the l_p norm of the margin (its dual q in the denominator)"),
+        _option("aggregation", "max", "--aggregation", "'max' or 'sum'", "over the rival classes"),
+        _option("layer_weights", None, "--layer-weights", "floats > 0, one per layer, or None",
+                "divide each layer's denominator by its weight"),
+        _option("epsilon", 1e-6, "--epsilon", "a float > 0", "added to the denominators"),
+        _option("approximate", True, "--exact", "a bool",
+                "first order: the denominators as constants (the paper's Sec. 4.1); --exact makes it False"),
+        _option("scores", "logits", "--scores", "'logits' or 'softmax'", "the scores s_i of the margins"),
+        _option("exact_per_sample", False, "--exact-per-sample", "a bool",
+                "per-sample gradients (batch norm in training mode)"),
+        _option("margin_weight", 1.0, "--margin-weight", "a float >= 0", "weight of the margin term"),
+        _option("ce_weight", 1.0, "--ce-weight", "a float >= 0", "weight of the cross-entropy term"),
+    ),
+    build=_build_margin,
+    config_fields=True,
+    uses_layers=True,
+    caches_denominators=True,
+    cost=lambda o: 1.0 + 0.35 * o.get("top_k", 1),
+    adapt=lambda o, num_classes: {"top_k": min(int(o.get("top_k", 1)), num_classes - 1)},
+))

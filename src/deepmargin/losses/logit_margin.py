@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_logits_target, check_positive, check_reduction, param_error
-from .registry import LossOption, LossSpec, int_at_least_0, one_of, positive_float, register_loss, true_or_false
+from .registry import (LossOption, LossSpec, int_at_least_0, int_at_least_1, one_of, positive_float, register_loss,
+                       true_or_false)
 
 __all__ = ["OBJECTIVES", "logit_margin_loss", "LogitMarginLoss"]
 
@@ -204,7 +205,7 @@ register_loss(LossSpec(
                    "dual loop after each round: lambda *= delta, lambda += delta, or lambda += delta * violation, "
                    "for every sample whose margin is below mu"),
         LossOption("delta", 2.0, positive_float, "the factor (> 1 for multiply) or increment of the reweighting"),
-        LossOption("round_epochs", 1, int_at_least_0, "epochs per round of the reweighting loop (>= 1)"),
+        LossOption("round_epochs", 1, int_at_least_1, "epochs per round of the reweighting loop"),
         LossOption("max_rounds", 0, int_at_least_0, "rounds before training stops (0: as many as 'epochs' allows)"),
         LossOption("decrease", False, true_or_false, "also undo one step (floored at 1) for a sample whose margin is met"),
     ),
@@ -212,4 +213,5 @@ register_loss(LossSpec(
     needs_input_grad=False,
     reweighting=_reweighting,
     check=_check_options,
+    output_margin=lambda o: (bool(o["rectify"]), float(o["mu"])),
 ))

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+#: The losses whose options are flat TrainConfig fields (configurations written before the loss
+#: registry); every loss, these included, is an entry of :data:`deepmargin.losses.LOSS_REGISTRY`.
 LOSSES = ("ce", "hinge", "margin")
 OPTIMIZERS = ("sgd", "rmsprop", "adam")
 LR_SCHEDULES = ("none", "step", "exponential", "cosine")
@@ -314,10 +316,10 @@ class TrainConfig:
         self.model_kwargs = {str(k): _plain(v) for k, v in self.model_kwargs.items()}
         from ..losses.registry import LOSS_REGISTRY, resolve_loss_options
 
-        _choice("loss", self.loss, (*LOSSES, *LOSS_REGISTRY))
+        _choice("loss", self.loss, tuple(LOSS_REGISTRY))
         if not isinstance(self.loss_options, Mapping):
             raise _err("loss_options", "a dict of the loss's options", self.loss_options, TypeError)
-        if self.loss in LOSS_REGISTRY:
+        if not LOSS_REGISTRY[self.loss].config_fields:
             self.loss_options = resolve_loss_options(str(self.loss), _plain(dict(self.loss_options)))
         elif self.loss_options:
             raise _err("loss_options", f"empty for loss {self.loss!r} (its options are TrainConfig fields)", self.loss_options)
@@ -424,11 +426,11 @@ class TrainConfig:
         """Options that are valid alone but not together."""
         from ..losses.registry import LOSS_REGISTRY
 
-        spec = LOSS_REGISTRY.get(self.loss)
+        spec = LOSS_REGISTRY[self.loss]
         if not isinstance(self.unlabelled, bool):
             raise _err("unlabelled", "a bool", self.unlabelled, TypeError)
         if self.unlabelled:
-            if spec is None or not spec.accepts_unlabelled:
+            if not spec.accepts_unlabelled:
                 users = sorted(n for n, s in LOSS_REGISTRY.items() if s.accepts_unlabelled)
                 raise _err("unlabelled", f"False for loss {self.loss!r} (losses that use unlabelled samples: {users})", True)
             if self.train_fraction >= 1.0:
@@ -437,8 +439,9 @@ class TrainConfig:
                 raise _err("unlabelled", f"False with adv_train={self.adv_train!r} (adversarial examples need labels)", True)
         if self.denominator_refresh:
             conflict = None
-            if self.loss != "margin":
-                conflict = f"loss {self.loss!r} (the cache holds the denominators of the large-margin loss: loss='margin')"
+            if not spec.caches_denominators:
+                users = " or ".join(f"loss={n!r}" for n, s in LOSS_REGISTRY.items() if s.caches_denominators)
+                conflict = f"loss {self.loss!r} (the cache holds the denominators of the large-margin loss: {users})"
             elif not self.approximate:
                 conflict = ("approximate=False (the second-order loss differentiates through the denominators, "
                             "so they cannot be cached)")
@@ -451,7 +454,7 @@ class TrainConfig:
                 conflict = f"adv_train={self.adv_train!r} (adversarial inputs are not the cached ones)"
             if conflict is not None:
                 raise _err("denominator_refresh", f"0 with {conflict}", self.denominator_refresh)
-        reweighting = spec.reweighting(self.loss_options) if spec is not None and spec.reweighting else None
+        reweighting = spec.reweighting(self.loss_options) if spec.reweighting else None
         if reweighting is not None and self.adv_train != "none":
             raise _err("adv_train", f"'none' with the reweighting loop of loss {self.loss!r} (weights belong to the "
                        "training samples, not to adversarial copies)", self.adv_train)
