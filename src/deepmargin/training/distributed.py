@@ -11,13 +11,15 @@ and:
   ``world_size`` interleaved shards, one per rank; the local loss is scaled by
   ``n_local * world_size / n_global`` so that DDP's average of the ranks' gradients is the
   gradient of the mean over the global batch (exact also for a trailing batch of uneven shards);
-- sums the epoch's loss and accuracy counts over the ranks, so ``metrics.jsonl`` holds the numbers
-  of the global batches;
+- sums the epoch's loss and accuracy counts over the ranks (one all-reduce per epoch, the counts
+  stay on the device in between, :mod:`.meters`), so ``metrics.jsonl`` holds the numbers of the
+  global batches;
 - lets rank 0 alone write config, metrics, checkpoints and results (atomically, as always); every
   rank reads the same ``last.pt`` to resume;
-- checks after every step that the loss is finite on every rank, so a diverging rank stops all of
-  them with the same error instead of leaving the others waiting; torchrun stops the other
-  workers when one fails for another reason, and collectives time out after ``timeout``.
+- checks at the end of every epoch, in that same all-reduce, that the loss stayed finite on every
+  rank, so a diverging rank stops all of them with the same error instead of leaving the others
+  waiting; torchrun stops the other workers when one fails for another reason, and collectives
+  time out after ``timeout``.
 
 The margin loss's per-class gradient passes are ``torch.autograd.grad`` calls with respect to
 activations or inputs, not parameters: they never reach the parameters' gradient accumulators,
@@ -118,6 +120,13 @@ def all_sum(values: list[float], device: torch.device, ctx: DistContext) -> list
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def all_sum_tensor(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """``values`` (a tensor on this rank's device) summed over the ranks, in place (unchanged for a single process)."""
+    if ctx.enabled:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
 
 
 def any_rank(flag: bool, device: torch.device, ctx: DistContext) -> bool:

@@ -43,6 +43,22 @@ continues the same loop.
 With ``denominator_refresh=R`` (margin loss, first order) the margin denominators of every training
 sample are recomputed in eval mode at the start of epochs 1, 1 + R, ... and read from a cache in the
 steps in between (:mod:`.denominators`); the cache is saved in ``last.pt`` for resuming.
+
+How the loop is put together: :func:`train` checks its arguments, builds model, objective and
+optimiser, opens or resumes the run directory, then chooses once, from the configuration, how a
+step is taken (:func:`~deepmargin.training.steps.build_step`: plain, weighted, cached-denominator or
+adversarial, optionally behind the augmentation) and what runs between epochs
+(:func:`~deepmargin.training.hooks.build_hooks`: the reweighting rounds, the denominator refresh).
+Each epoch is one pass of :func:`_train_one_epoch`, the validation pass, the hooks' epoch end and
+:class:`~deepmargin.training.checkpoint.CheckpointSaver`, which owns the best/last policy. A new
+variant of the step or a new between-epoch job is a new object, not a branch in the loop.
+
+The epoch's loss and counts stay on the device (:mod:`.meters`) and reach the host once per epoch
+(under DDP in one all-reduce); the progress bar shows the running mean loss, read every
+``_PROGRESS_EVERY`` steps. A NaN or infinite training loss is therefore detected at the end of the
+epoch it happened in, not at its step: the FloatingPointError (the same message, with the first
+non-finite value) comes before the validation pass, the hooks and the checkpoints of that epoch,
+so nothing of the diverged epoch is saved.
 """
 
 from __future__ import annotations
@@ -61,20 +77,23 @@ import torch
 from torch import Tensor, nn
 
 from ..models import build_model
-from .adversarial import adversarial_batch
-from .augment import augment_batch, check_augmentable
+from . import distributed
+from .augment import check_augmentable
 from .checkpoint import CheckpointSaver, save_checkpoint
 from .config import RESUME_FREE_KEYS, TrainConfig, config_differences, resolve_device
-from .denominators import CHECKPOINT_KEY as _DENOMINATORS_KEY, build_denominator_cache
+from .hooks import EpochHook, ReweightingRounds, build_hooks
+from .meters import EpochMeter, EpochTotals
 from .objective import Objective, build_objective
 from .optim import build_optimizer, build_scheduler, derive_seed, seed_everything
-from . import distributed
 from .records import append_row, write_json, write_rows
-from .reweight import training_margins
+from .steps import TrainStep, build_step
 
 __all__ = ["TrainResult", "evaluate_split", "init_model", "train", "RUN_FILES", "METRIC_COLUMNS"]
 
 logger = logging.getLogger(__name__)
+
+#: Steps between updates of the progress bar's running loss (each is one device-to-host transfer).
+_PROGRESS_EVERY = 20
 
 #: Files a run writes into its output directory.
 RUN_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt", "results.json")
@@ -276,6 +295,92 @@ def train(
         >>> result.test_acc  # doctest: +SKIP
         0.93
     """
+    _check_train_arguments(config, resume, overwrite)
+    ctx = distributed.context()
+    device = distributed.local_device(resolve_device(config.device), ctx)
+    if ctx.enabled and config.batch_size < ctx.world_size:
+        raise ValueError(f"The 'batch_size' parameter of TrainConfig must be at least the {ctx.world_size} processes "
+                         f"(it is the global batch, split over them). Got {config.batch_size} instead.")
+    bundle = data if data is not None else _load_data(config)
+    check_augmentable(bundle.input_shape, config.augment, dataset=f"dataset {bundle.name!r}")
+
+    # model, objective, optimiser; then the run directory (resume)
+    model, model_kwargs = init_model(config, bundle)
+    model.to(device)
+    objective = build_objective(config, model)
+    resolved = _resolved_config(config, objective)
+    optimizer = build_optimizer(
+        config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scheduler = build_scheduler(config.lr_schedule, optimizer, epochs=config.epochs, decay=config.lr_decay, step=config.lr_step)
+    out = Path(out_dir) if out_dir is not None else None
+    main = ctx.is_main  # only rank 0 writes
+    saver = CheckpointSaver(
+        out, model=model, model_name=config.model, model_kwargs=model_kwargs, config=resolved, optimizer=optimizer,
+        scheduler=scheduler, selected_by="val_acc" if len(bundle.val.y) else "train_acc", write=main,
+        save=save_checkpoint,
+    )
+    start_epoch, history, stopped, saved_extra = _open_run_dir(
+        saver, resolved, resume=resume, overwrite=overwrite, ctx=ctx, device=device)
+
+    # how a step is taken and what happens between epochs, chosen once
+    net, train_objective = _wrap_for_processes(model, objective, resolved, ctx, device)
+    x_train, y_train = _training_set(bundle, config, device)
+    hooks = build_hooks(config, objective, model, net, x_train, y_train, ctx=ctx)
+    for hook in hooks:
+        hook.load_state(saved_extra)
+    step = build_step(config, train_objective, model, bounds=bundle.bounds, hooks=hooks)
+    x_val, y_val = bundle.val.x.to(device), bundle.val.y.to(device)
+    x_test, y_test = bundle.test.x.to(device), bundle.test.y.to(device)
+    level = logging.INFO if verbose and main else logging.DEBUG
+    _log_start(level, config, bundle, objective, step, hooks, y_train, n_val=len(y_val), n_test=len(y_test))
+    if stopped is not None:
+        logger.log(level, "the run in %s already stopped: %s", out, stopped)
+
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        if stopped is not None:
+            break
+        seed_everything(derive_seed(config.seed, epoch))
+        lr = optimizer.param_groups[0]["lr"]
+        net.train()
+        tic = time.perf_counter()
+        for hook in hooks:
+            hook.on_epoch_start(epoch)
+        totals = _train_one_epoch(epoch, step, model, optimizer, x_train, y_train, config=config, ctx=ctx,
+                                  show=_show_progress(progress) and main)
+        if scheduler is not None:
+            scheduler.step()
+        val = evaluate_split(model, x_val, y_val, objective=objective if config.val_loss else None,
+                             batch_size=config.eval_batch_size)
+        row = _metrics_row(epoch, totals, val, lr, config, bundle.name)
+        for hook in hooks:
+            end = hook.on_epoch_end(epoch)
+            row.update(end.fields)
+            stopped = stopped if stopped is not None else end.stop
+        row["seconds"] = time.perf_counter() - tic
+        if epoch == config.epochs or stopped is not None:
+            row["test_acc"] = evaluate_split(model, x_test, y_test, batch_size=config.eval_batch_size)["acc"]
+        history.append(row)
+        saver.update(epoch, row, history=history, stopped=stopped, extra=_hook_states(hooks))
+        _log_epoch(level, row, config.epochs)
+        if out is not None and main:
+            append_row(out / "metrics", row, fieldnames=METRIC_COLUMNS)
+
+    model.eval()
+    result = _result(model, saver, history, bundle, x_test, y_test, hooks, config=config, resolved=resolved,
+                     model_kwargs=model_kwargs, out=out, start_epoch=start_epoch, stopped=stopped)
+    if out is not None and main:
+        write_json(out / "results.json", result.summary())
+    distributed.barrier(ctx)
+    logger.log(
+        level, "test accuracy %.4f (last epoch), %.4f (best.pt: epoch %d, best %s)",
+        result.test_acc, result.test_acc_best, saver.best_epoch, "validation accuracy"
+        if saver.selected_by == "val_acc" else "training accuracy, no validation split",
+    )
+    return result
+
+
+def _check_train_arguments(config: Any, resume: Any, overwrite: Any) -> None:
     if not isinstance(config, TrainConfig):
         raise TypeError(f"The 'config' parameter of train must be a TrainConfig. Got {type(config).__name__} instead.")
     if resume not in (None, True, False):
@@ -287,224 +392,125 @@ def train(
             "The 'overwrite' parameter of train must be False when resume=True (resuming keeps the run, "
             "overwriting deletes it). Got overwrite=True instead."
         )
-    ctx = distributed.context()
-    device = distributed.local_device(resolve_device(config.device), ctx)
-    if ctx.enabled and config.batch_size < ctx.world_size:
-        raise ValueError(f"The 'batch_size' parameter of TrainConfig must be at least the {ctx.world_size} processes "
-                         f"(it is the global batch, split over them). Got {config.batch_size} instead.")
-    bundle = data if data is not None else _load_data(config)
-    check_augmentable(bundle.input_shape, config.augment, dataset=f"dataset {bundle.name!r}")
 
-    model, model_kwargs = init_model(config, bundle)
-    model.to(device)
-    objective = build_objective(config, model)
+
+def _resolved_config(config: TrainConfig, objective: Objective) -> dict[str, Any]:
+    """``config`` as plain values, with the margin layers the objective resolved, re-validated."""
     resolved = config.to_dict()
     if objective.layers is not None:
         resolved["layers"] = list(objective.layers)
     TrainConfig.from_dict(resolved)  # re-validate (e.g. gamma list length against the layers)
-    optimizer = build_optimizer(
-        config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    scheduler = build_scheduler(config.lr_schedule, optimizer, epochs=config.epochs, decay=config.lr_decay, step=config.lr_step)
+    return resolved
 
-    out = Path(out_dir) if out_dir is not None else None
-    main = ctx.is_main  # only rank 0 writes
-    saver = CheckpointSaver(
-        out, model=model, model_name=config.model, model_kwargs=model_kwargs, config=resolved, optimizer=optimizer,
-        scheduler=scheduler, selected_by="val_acc" if len(bundle.val.y) else "train_acc", write=main,
-        save=save_checkpoint,
-    )
-    start_epoch, history, stopped, saved_extra = _open_run_dir(
-        saver, resolved, resume=resume, overwrite=overwrite, ctx=ctx, device=device)
-    saved_weights = saved_extra.get("sample_weights")
-    saved_denominators = saved_extra.get(_DENOMINATORS_KEY)
-    net, train_objective = model, objective
-    if ctx.enabled:  # wrapped after the checkpoint is loaded; the objective runs the wrapper
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        train_objective = build_objective(TrainConfig.from_dict(resolved), net)
 
-    x_train, y_train = bundle.train.x.to(device), bundle.train.y.to(device)
-    n_labelled = len(y_train)
-    if config.unlabelled:
-        pool = bundle.unlabelled
-        if pool is None:
-            raise ValueError("The 'data' parameter of train must be loaded with keep_unlabelled=True for unlabelled=True.")
-        x_train = torch.cat([x_train, pool.x.to(device)])
-        y_train = torch.cat([y_train, torch.full((len(pool),), -1, dtype=y_train.dtype, device=device)])
-    n_train = len(y_train)
-    reweighting = objective.reweighting
-    weights: Tensor | None = None
-    if reweighting is not None:
-        weights = torch.ones(n_train, device=device)
-        if saved_weights is not None:
-            if saved_weights.shape != weights.shape:
-                raise ValueError(f"The sample weights in {str(out)!r}/last.pt are for {saved_weights.numel()} training samples, "
-                                 f"not {n_train}; the run cannot be resumed with this data.")
-            weights = saved_weights.to(device=device, dtype=weights.dtype)
-    # ---- denominator_refresh: margin denominators cached between refreshes (see denominators.py)
-    denominators = build_denominator_cache(config, model, net, objective.layers, n_train)
-    if denominators is not None:
-        denominators.load(saved_denominators, device=device)
-    # ----
-    x_val, y_val = bundle.val.x.to(device), bundle.val.y.to(device)
-    x_test, y_test = bundle.test.x.to(device), bundle.test.y.to(device)
-    selected_by = "val_acc" if len(y_val) else "train_acc"
-    show = _show_progress(progress) and main
-    level = logging.INFO if verbose and main else logging.DEBUG
-    logger.log(
-        level,
-        "training %s on %s (%d train / %d val / %d test) with loss %s for %d epochs",
-        config.model, bundle.name, n_train, len(y_val), len(y_test), objective, config.epochs,
-    )
-    if config.adv_train != "none":
-        logger.log(
-            level, "adversarial training (%s): %.0f%% of each batch, eps ~ |N(0, %g^2)| on [0, %g], weight %g",
-            config.adv_train, 100 * config.adv_ratio, config.adv_eps / 2, config.adv_eps, config.adv_weight,
-        )
-    if config.augment != "none":
-        logger.log(level, "augmentation %s (crop padding %d)", config.augment, config.crop_padding)
-    if denominators is not None:
-        logger.log(level, "margin denominators cached, recomputed (eval mode) every %d epoch(s)", denominators.every)
-    if config.unlabelled:
-        logger.log(level, "semi-supervised: %d labelled and %d unlabelled training samples", n_labelled, n_train - n_labelled)
-    if reweighting is not None:
-        logger.log(level, "reweighting loop: %s by %g every %d epoch(s) for samples with margin < %g%s", reweighting.rule,
-                   reweighting.delta, reweighting.round_epochs, reweighting.mu,
-                   f", at most {reweighting.max_rounds} rounds" if reweighting.max_rounds else "")
-    if stopped is not None:
-        logger.log(level, "the run in %s already stopped: %s", out, stopped)
+def _wrap_for_processes(
+    model: nn.Module, objective: Objective, resolved: dict[str, Any], ctx: distributed.DistContext, device: torch.device
+) -> tuple[nn.Module, Objective]:
+    """``(net, objective)`` the steps run: the model and its objective, or under several processes the
+    DistributedDataParallel wrapper (made after the checkpoint is loaded) and an objective on it."""
+    if not ctx.enabled:
+        return model, objective
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return net, build_objective(TrainConfig.from_dict(resolved), net)
 
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        if stopped is not None:
-            break
-        seed_everything(derive_seed(config.seed, epoch))
-        generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 1))
-        lr = optimizer.param_groups[0]["lr"]
-        net.train()
-        tic = time.perf_counter()
-        if denominators is not None:  # denominator_refresh: recompute at epochs 1, 1 + R, ... (timed with the epoch)
-            denominators.prepare(epoch, model, x_train, y_train, batch_size=config.batch_size, ctx=ctx)
-        total_loss, correct, seen, seen_labelled = 0.0, 0, 0, 0
-        adv_correct, adv_seen = 0, 0
-        num_batches = math.ceil(n_train / config.batch_size)
-        bar = _progress_bar(num_batches, f"epoch {epoch}/{config.epochs}", show)
-        for global_idx in _batches(n_train, config.batch_size, generator):
-            idx = distributed.shard(global_idx, ctx).to(device)
-            xb, yb = x_train[idx], y_train[idx]
-            if config.augment != "none":
-                xb = augment_batch(xb, config.augment, config.crop_padding)
-            if config.adv_train != "none":
-                adv = adversarial_batch(
-                    train_objective, model, xb, yb, method=config.adv_train, eps_max=config.adv_eps,
-                    ratio=config.adv_ratio, weight=config.adv_weight, bounds=bundle.bounds,
-                )
-                loss, logits = adv.loss, adv.logits
-                adv_correct += (logits[adv.adv_mask].argmax(dim=1) == yb[adv.adv_mask]).sum().item()
-                adv_seen += adv.n_adv
-            elif denominators is not None:  # denominator_refresh: one forward, denominators from the cache
-                loss, logits = denominators.step(xb, yb, idx)
-            elif weights is not None:
-                loss, logits = train_objective(xb, yb, weights=weights[idx])
-            else:
-                loss, logits = train_objective(xb, yb)
-            value = loss.item()
-            if distributed.any_rank(not math.isfinite(value), device, ctx):
-                raise FloatingPointError(
-                    f"The training loss became {value} in epoch {epoch}. Lower the learning rate, set "
-                    "grad_clip (--grad-clip), or cap the margin penalty with alpha (--alpha)."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            if ctx.enabled:  # DDP averages the ranks' gradients: weigh each by its share of the global batch
-                loss = loss * (idx.numel() * ctx.world_size / global_idx.numel())
-            loss.backward()
-            if config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            total_loss += value * idx.numel()
-            if config.unlabelled:
-                labelled = yb >= 0
-                correct += (logits.detach().argmax(dim=1) == yb)[labelled].sum().item()
-                seen_labelled += int(labelled.sum())
-            else:
-                correct += (logits.detach().argmax(dim=1) == yb).sum().item()
-                seen_labelled += idx.numel()
-            seen += idx.numel()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
+
+def _training_set(bundle: Any, config: TrainConfig, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The training inputs and labels on ``device``; with ``unlabelled`` the left-out pool follows, labelled -1."""
+    x, y = bundle.train.x.to(device), bundle.train.y.to(device)
+    if not config.unlabelled:
+        return x, y
+    pool = bundle.unlabelled
+    if pool is None:
+        raise ValueError("The 'data' parameter of train must be loaded with keep_unlabelled=True for unlabelled=True.")
+    x = torch.cat([x, pool.x.to(device)])
+    y = torch.cat([y, torch.full((len(pool),), -1, dtype=y.dtype, device=device)])
+    return x, y
+
+
+def _train_one_epoch(
+    epoch: int, step: TrainStep, model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *,
+    config: TrainConfig, ctx: distributed.DistContext, show: bool,
+) -> EpochTotals:
+    """One pass over the training set in the epoch's seeded order; the metrics stay on the device
+    until the end (:mod:`.meters`), where a non-finite loss raises the FloatingPointError."""
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 1))
+    meter = EpochMeter(x.device)
+    bar = _progress_bar(math.ceil(len(y) / config.batch_size), f"epoch {epoch}/{config.epochs}", show)
+    for global_idx in _batches(len(y), config.batch_size, generator):
+        idx = distributed.shard(global_idx, ctx).to(x.device)
+        xb, yb = x[idx], y[idx]
+        out = step(xb, yb, idx)
+        meter.update(out, yb)
+        loss = out.loss
+        if ctx.enabled:  # DDP averages the ranks' gradients: weigh each by its share of the global batch
+            loss = loss * (idx.numel() * ctx.world_size / global_idx.numel())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
         if bar is not None:
-            bar.close()
-        if ctx.enabled:
-            total_loss, correct, seen, seen_labelled, adv_correct, adv_seen = distributed.all_sum(
-                [total_loss, correct, seen, seen_labelled, adv_correct, adv_seen], device, ctx)
-            correct, seen, seen_labelled, adv_correct, adv_seen = (int(v) for v in (correct, seen, seen_labelled, adv_correct, adv_seen))
-        if scheduler is not None:
-            scheduler.step()
-        val = evaluate_split(model, x_val, y_val, objective=objective if config.val_loss else None,
-                             batch_size=config.eval_batch_size)
-        violated = None
-        if reweighting is not None:
-            margins = training_margins(model, x_train, y_train, rectify=reweighting.rectify,
-                                       batch_size=config.eval_batch_size)
-            violated = int(reweighting.violated(margins).sum())
-            if reweighting.round_end(epoch):
-                if violated == 0:
-                    stopped = f"every training margin reached mu={reweighting.mu:g} after epoch {epoch}"
-                elif reweighting.last_round(epoch):
-                    stopped = f"max_rounds={reweighting.max_rounds} rounds done after epoch {epoch} ({violated} margins below mu)"
-                else:
-                    weights = reweighting.update(weights, margins)
-        seconds = time.perf_counter() - tic
-        test_acc = None
-        if epoch == config.epochs or stopped is not None:
-            test_acc = evaluate_split(model, x_test, y_test, batch_size=config.eval_batch_size)["acc"]
-        row = {
-            "epoch": epoch,
-            "train_loss": total_loss / max(seen, 1),
-            "train_acc": correct / max(seen_labelled, 1),
-            "val_loss": val["loss"],
-            "val_acc": val["acc"],
-            "test_acc": test_acc,
-            "lr": lr,
-            "seconds": seconds,
-            "dataset": bundle.name,
-            "model": config.model,
-            "loss": config.loss,
-            "label_noise": config.label_noise,
-            "train_fraction": config.train_fraction,
-            "seed": config.seed,
-            "train_adv_acc": adv_correct / adv_seen if adv_seen else None,
-            "violated": violated,
-        }
-        history.append(row)
-        extra = {} if weights is None else {"sample_weights": weights}
-        if denominators is not None:  # denominator_refresh: a resumed run reads the same denominators
-            extra.update(denominators.state())
-        saver.update(epoch, row, history=history, stopped=stopped, extra=extra)
-        logger.log(
-            level,
-            "epoch %d/%d: train loss %.4f acc %.4f%s%s, val acc %s, %.1fs",
-            epoch, config.epochs, row["train_loss"], row["train_acc"],
-            "" if row["train_adv_acc"] is None else f" (adversarial {row['train_adv_acc']:.4f})",
-            "" if violated is None else f", {violated} margins < mu",
-            "n/a" if row["val_acc"] is None else f"{row['val_acc']:.4f}", seconds,
-        )
-        if out is not None and main:
-            append_row(out / "metrics", row, fieldnames=METRIC_COLUMNS)
+            bar.update(1)
+            if meter.steps % _PROGRESS_EVERY == 0 or meter.steps == bar.total:
+                bar.set_postfix(loss=f"{meter.running_loss():.4f}")
+    if bar is not None:
+        bar.close()
+    totals = meter.compute(ctx)
+    totals.check_finite(epoch)
+    return totals
 
-    model.eval()
-    final_test = history[-1]["test_acc"] if history and history[-1]["test_acc"] is not None else None
-    if final_test is None:
-        final_test = evaluate_split(model, x_test, y_test, batch_size=config.eval_batch_size)["acc"]
-    test_acc_best = final_test
+
+def _metrics_row(
+    epoch: int, totals: EpochTotals, val: dict[str, float | None], lr: float, config: TrainConfig, dataset: str
+) -> dict[str, Any]:
+    """The epoch's row in the order of ``METRIC_COLUMNS`` (``test_acc``, ``seconds`` and the hooks' fields
+    filled in later)."""
+    return {
+        "epoch": epoch,
+        "train_loss": totals.train_loss,
+        "train_acc": totals.train_acc,
+        "val_loss": val["loss"],
+        "val_acc": val["acc"],
+        "test_acc": None,
+        "lr": lr,
+        "seconds": None,
+        "dataset": dataset,
+        "model": config.model,
+        "loss": config.loss,
+        "label_noise": config.label_noise,
+        "train_fraction": config.train_fraction,
+        "seed": config.seed,
+        "train_adv_acc": totals.train_adv_acc,
+        "violated": None,
+    }
+
+
+def _hook_states(hooks: list[EpochHook]) -> dict[str, Tensor]:
+    extra: dict[str, Tensor] = {}
+    for hook in hooks:
+        extra.update(hook.state())
+    return extra
+
+
+def _result(
+    model: nn.Module, saver: CheckpointSaver, history: list[dict[str, Any]], bundle: Any, x_test: Tensor,
+    y_test: Tensor, hooks: list[EpochHook], *, config: TrainConfig, resolved: dict[str, Any],
+    model_kwargs: dict[str, Any], out: Path | None, start_epoch: int, stopped: str | None,
+) -> TrainResult:
+    """The :class:`TrainResult`: test accuracy of the final model (the last row's, when it has one)
+    and of the best epoch's weights, with the run's record."""
+    last = history[-1]["test_acc"] if history else None
+    test_acc = last if last is not None else evaluate_split(model, x_test, y_test, batch_size=config.eval_batch_size)["acc"]
+    test_acc_best = test_acc
     if saver.best_state is not None and saver.best_epoch != len(history):
-        best_model = build_model(config.model, **model_kwargs).to(device)
+        best_model = build_model(config.model, **model_kwargs).to(x_test.device)
         best_model.load_state_dict(saver.best_state)
         test_acc_best = evaluate_split(best_model, x_test, y_test, batch_size=config.eval_batch_size)["acc"]
-    result = TrainResult(
+    rounds = next((h for h in hooks if isinstance(h, ReweightingRounds)), None)
+    return TrainResult(
         config=resolved,
         history=history,
-        test_acc=final_test,
+        test_acc=test_acc,
         test_acc_best=test_acc_best,
         best_epoch=saver.best_epoch,
         best_val_acc=saver.best_val_acc,
@@ -512,19 +518,41 @@ def train(
         out_dir=out,
         resumed_from=start_epoch,
         data_info=dict(getattr(bundle, "info", {}) or {}),
-        best_selected_by=selected_by,
+        best_selected_by=saver.selected_by,
         stopped=stopped,
-        sample_weights=weights,
+        sample_weights=None if rounds is None else rounds.weights,
     )
-    if out is not None and main:
-        write_json(out / "results.json", result.summary())
-    distributed.barrier(ctx)
+
+
+def _log_start(
+    level: int, config: TrainConfig, bundle: Any, objective: Objective, step: TrainStep, hooks: list[EpochHook],
+    y_train: Tensor, *, n_val: int, n_test: int,
+) -> None:
+    n_train = len(y_train)
     logger.log(
-        level, "test accuracy %.4f (last epoch), %.4f (best.pt: epoch %d, best %s)",
-        result.test_acc, result.test_acc_best, saver.best_epoch, "validation accuracy" if selected_by == "val_acc" else
-        "training accuracy, no validation split",
+        level,
+        "training %s on %s (%d train / %d val / %d test) with loss %s for %d epochs",
+        config.model, bundle.name, n_train, n_val, n_test, objective, config.epochs,
     )
-    return result
+    lines = step.describe()
+    if config.unlabelled:
+        n_labelled = len(bundle.train.y)
+        lines.append(f"semi-supervised: {n_labelled} labelled and {n_train - n_labelled} unlabelled training samples")
+    for hook in hooks:
+        lines.extend(hook.describe())
+    for line in lines:
+        logger.log(level, "%s", line)
+
+
+def _log_epoch(level: int, row: dict[str, Any], epochs: int) -> None:
+    logger.log(
+        level,
+        "epoch %d/%d: train loss %.4f acc %.4f%s%s, val acc %s, %.1fs",
+        row["epoch"], epochs, row["train_loss"], row["train_acc"],
+        "" if row["train_adv_acc"] is None else f" (adversarial {row['train_adv_acc']:.4f})",
+        "" if row["violated"] is None else f", {row['violated']} margins < mu",
+        "n/a" if row["val_acc"] is None else f"{row['val_acc']:.4f}", row["seconds"],
+    )
 
 
 def _open_run_dir(
