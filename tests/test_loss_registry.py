@@ -117,3 +117,26 @@ def test_the_reduced_grid_searches_the_weights_of_the_registered_losses():
     assert sorted({o["eps"] for o, _ in options["tulip"]}) == [0.03, 0.1] and all(o["lipschitz"] == 0.1 for o, _ in options["tulip"])
     assert sorted({o["eps"] for o, _ in options["vat"]}) == [0.5, 2.0]
     assert {d for _, d in options["vat"]} == {0.0, 0.5} and len(options["ce"]) == 2
+
+
+def test_every_listed_option_is_set_by_the_flag_or_key_it_is_listed_with(tmp_path):
+    """`deepmargin losses` shows each option with its setter; that setter really sets it."""
+    from deepmargin.cli.main import build_parser
+
+    parser, _ = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    flags = {s: a for a in train_parser._actions for s in a.option_strings}
+    defaults = TrainConfig().to_dict()
+    for name, spec in LOSS_REGISTRY.items():
+        for option in spec.options:
+            if option.flag is None:  # a --loss-option key: the registry resolves it by name
+                assert not spec.config_fields
+                assert option.name in resolve_loss_options(name, {})
+                continue
+            assert spec.config_fields, (name, option.name)
+            assert option.flag in flags, f"{name}: {option.flag} is not a flag of deepmargin train"
+            assert flags[option.flag].dest == option.name, (name, option.flag)
+            # the listed default is the TrainConfig field's default
+            assert option.default == defaults[option.name] or (option.name == "norm" and float(option.default) == 2.0)
+    args = parser.parse_args(["train", "--loss", "margin", "--exact", "--top-k", "3", "--hinge-margin", "2"])
+    assert args.approximate is False and args.top_k == 3 and args.hinge_margin == 2.0
