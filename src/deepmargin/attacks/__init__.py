@@ -25,7 +25,7 @@ from .checks import (
 )
 from .deepfool import DeepFool
 from .evaluate import accuracy_vs_epsilon, attack_label, predict, run_sweep
-from .gradient import FGSM, IFGSM, PGD, GradientAttack, attack_loss, norm_name
+from .gradient import FGSM, IFGSM, PGD, GradientAttack, attack_loss, fgsm, norm_name
 from .minnorm import FMN
 from .noise import GaussianNoise, gaussian_noise, snr_db
 from .normalize import Normalize, normalized
@@ -33,6 +33,7 @@ from .transfer import TransferAttack, transfer_accuracy
 
 __all__ = [
     "FGSM",
+    "fgsm",
     "IFGSM",
     "PGD",
     "GradientAttack",

@@ -51,7 +51,7 @@ from .checks import warn_if_probabilities, warn_if_training, warn_if_zero_gradie
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GradientAttack", "FGSM", "IFGSM", "PGD", "fgsm", "norm_name", "attack_loss"]
+__all__ = ["GradientAttack", "FGSM", "IFGSM", "PGD", "fgsm", "norm_name", "attack_loss", "steepest_direction"]
 
 _LOSSES = ("ce", "margin")
 _NORM_NAMES = {math.inf: "linf", 2.0: "l2"}
@@ -97,8 +97,9 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torc
 # --------------------------------------------------------------------------- tensor helpers
 
 
-def _direction(grad: torch.Tensor, p: float) -> torch.Tensor:
-    """Steepest-ascent direction of unit ``p``-norm: ``sign(g)`` or ``g / ||g||_2``."""
+def steepest_direction(grad: torch.Tensor, p: float) -> torch.Tensor:
+    """Steepest-ascent direction of unit ``p``-norm: ``sign(g)`` (``p = inf``) or ``g / ||g||_2``
+    per sample (0 where ``g = 0``)."""
     if math.isinf(p):
         return grad.sign()
     norms = lp_norms(grad, 2.0).clamp_min(1e-12)
@@ -126,7 +127,7 @@ def _fast_gradient_step(
         eps = eps.to(dtype=x0.dtype, device=x0.device)
         if eps.dim() == 1:
             eps = per_sample(eps, x0)
-    x = x0 + eps * _direction(grad, p)
+    x = x0 + eps * steepest_direction(grad, p)
     return x if bounds is None else x.clamp(float(bounds[0]), float(bounds[1]))
 
 
@@ -395,7 +396,7 @@ class GradientAttack:
             x = x0
         for t in range(steps):
             grad = self._gradient(model, x, y, check=check and t == 0)
-            x = x.detach() + alpha * _direction(grad, self.norm)
+            x = x.detach() + alpha * steepest_direction(grad, self.norm)
             x = _project(x, x0, eps, self.norm).clamp(low, high)
         return x.detach()
 

@@ -42,6 +42,7 @@ in :data:`NORMS` and in :data:`deepmargin.training.config.ADV_TRAIN`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -50,9 +51,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..attacks.gradient import fgsm
+from ..attacks.gradient import fgsm, steepest_direction
 
 __all__ = [
+    "DIRECTIONS",
     "NORMS",
     "AdversarialBatch",
     "adversarial_batch",
@@ -70,6 +72,12 @@ logger = logging.getLogger(__name__)
 #: :func:`deepmargin.attacks.gradient.fgsm`): ``"fgsm"`` x + eps sign(g) (l_inf), ``"l2"``
 #: x + eps g / ||g||_2 (Finlay & Oberman's l_2 adversarial training, the counterpart of the J^2 penalty).
 NORMS: dict[str, float] = {"fgsm": math.inf, "l2": 2.0}
+
+#: The perturbation direction of each method, from the input gradient (kept for code written
+#: against it; :func:`deepmargin.attacks.gradient.steepest_direction` is the one implementation).
+DIRECTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    method: functools.partial(steepest_direction, p=p) for method, p in NORMS.items()
+}
 
 
 def truncated_normal_mean(eps_max: float, sigma: float | None = None) -> float:
