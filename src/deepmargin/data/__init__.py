@@ -11,6 +11,7 @@ Example:
 
 from .datasets import DATA_ENV_VAR, DATASETS, DIGITS_TEST_FRACTION, DIGITS_TEST_SEED, TOY_DEFAULTS, load_dataset
 from .errors import DatasetFileError
+from .from_config import CONFIG_DEFAULTS, dataset_from_config
 from .files import CIFAR10_FILES, IDX_FILES, read_cifar10_batch, read_idx
 from .loaders import make_loader
 from .noise import corrupt_labels
@@ -21,6 +22,7 @@ from .types import DataBundle, Split
 
 __all__ = [
     "CIFAR10_FILES",
+    "CONFIG_DEFAULTS",
     "DATASETS",
     "DATA_ENV_VAR",
     "DIGITS_TEST_FRACTION",
@@ -35,6 +37,7 @@ __all__ = [
     "NpzFileNotFoundError",
     "Split",
     "corrupt_labels",
+    "dataset_from_config",
     "is_npz_path",
     "load_dataset",
     "make_loader",
