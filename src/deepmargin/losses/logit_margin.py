@@ -174,7 +174,7 @@ class LogitMarginLoss(nn.Module):
 
 
 def _reweighting(options):
-    from ..training.reweight import Reweighting
+    from .reweighting import Reweighting
 
     if options["reweight"] == "none":
         return None
