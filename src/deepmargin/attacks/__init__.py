@@ -12,6 +12,7 @@ of batches, one per radius:
 - :func:`accuracy_vs_epsilon` (``evaluate.py``): tidy result rows for every model, radius, seed.
 - :class:`ReliabilityWarning` and the checks of ``checks.py``: AutoAttack-style warnings.
 - :class:`Normalize` (``normalize.py``): attack in raw input space, feed normalised inputs.
+- :func:`build_attack` (``factory.py``): an attack from its name (:data:`ATTACK_NAMES`) and settings.
 """
 
 from .checks import (
@@ -24,6 +25,7 @@ from .checks import (
     warn_if_zero_gradients,
 )
 from .deepfool import DeepFool
+from .factory import ATTACK_NAMES, build_attack
 from .evaluate import accuracy_vs_epsilon, attack_label, predict, run_sweep
 from .gradient import FGSM, IFGSM, PGD, GradientAttack, attack_loss, fgsm, norm_name
 from .minnorm import FMN
@@ -59,4 +61,6 @@ __all__ = [
     "warn_if_transfer_beats_whitebox",
     "DeepFool",
     "FMN",
+    "ATTACK_NAMES",
+    "build_attack",
 ]
