@@ -60,8 +60,14 @@ def _load(name: str) -> ModuleType | None:
         raise
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
-    """The argument parser and a map from subcommand name to its module."""
+def build_parser(argv: Sequence[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+    """The argument parser and a map from subcommand name to its module.
+
+    With ``argv``, only the subcommand it names gets its full parser (the others are listed with
+    their one-line help): building a parser can import what its options list (datasets, models,
+    losses), which ``deepmargin --help`` or a mistyped command need not wait for. Without it,
+    every subcommand's full parser is built.
+    """
     parser = argparse.ArgumentParser(
         prog="deepmargin",
         description="Large-margin training of deep classifiers (Elsayed et al. 2018) and margin/robustness measurement.",
@@ -70,16 +76,30 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: tracebacks on errors)")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = _chosen_command(argv) if argv is not None else None
     modules: dict[str, ModuleType] = {}
     for name in SUBCOMMANDS:
         module = _load(name)
         if module is None:
+            continue
+        if argv is not None and name != chosen:
+            subparsers.add_parser(name, help=getattr(module, "HELP", None))
+            modules[name] = module
             continue
         before = set(subparsers.choices)
         module.add_parser(subparsers)
         for added in set(subparsers.choices) - before:
             modules[added] = module
     return parser, modules
+
+
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is not an option of the main parser."""
+    for word in argv:
+        if word.startswith("-"):
+            continue
+        return word if word in SUBCOMMANDS else None
+    return None
 
 
 def _configure_logging(verbose: int, quiet: bool) -> tuple[logging.Handler, int]:
@@ -104,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Example:
         >>> main(["layers", "--model", "mlp", "--input-shape", "2"])  # doctest: +SKIP
     """
-    parser, modules = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, modules = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
