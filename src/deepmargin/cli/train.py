@@ -197,6 +197,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
             raise FileNotFoundError(f"The --config file {str(args.config)!r} does not exist.")
         try:
             loaded = json.loads(args.config.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"The --config option of deepmargin train must be a JSON file of TrainConfig fields "
+                             f"(e.g. a run's config.json). Got {str(args.config)!r}, which is not UTF-8 text, instead.") from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"The --config file {str(args.config)!r} is not valid JSON: {exc}") from exc
         if not isinstance(loaded, dict):
@@ -232,6 +235,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             raise ValueError(f"The --reweight option of deepmargin train needs a loss with a reweighting loop ({with_loop}). "
                              f"Got --loss {loss!r} instead.")
         values["loss_options"] = {**dict(values.get("loss_options") or {}), "reweight": args.reweight}
+    _check_loss_flags(args, values.get("loss", "ce") if args.loss is None else args.loss)
     for f in dataclasses.fields(TrainConfig):
         if f.name == "model_kwargs" or not hasattr(args, f.name):
             continue
@@ -242,6 +246,32 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if isinstance(gamma, list) and len(gamma) == 1:
         values["gamma"] = gamma[0]
     return TrainConfig.from_dict(values)
+
+
+def _check_loss_flags(args: argparse.Namespace, loss: str) -> None:
+    """Refuse a command-line option of one loss given with another (``--loss ce --layers x``):
+    it would be ignored."""
+    from ..losses import LOSS_REGISTRY
+
+    chosen = LOSS_REGISTRY.get(loss)
+    own = set(chosen.option_names) if chosen is not None and chosen.config_fields else set()
+    for name, spec in LOSS_REGISTRY.items():
+        if not spec.config_fields or name == loss:
+            continue
+        for option in spec.options:
+            if option.name in own or option.flag is None or getattr(args, option.name, None) is None:
+                continue
+            raise ValueError(
+                f"The {option.flag} option of deepmargin train is an option of loss {name!r}, which --loss {loss!r} does "
+                f"not use. Got {_shown(option.flag, getattr(args, option.name))} instead; leave it out or use --loss {name} "
+                "(`deepmargin losses` lists each loss's options)."
+            )
+
+
+def _shown(flag: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return flag
+    return f"{flag} " + (" ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
 
 
 def _drop_default_momentum(values: dict[str, Any], args: argparse.Namespace) -> None:

@@ -1,0 +1,64 @@
+"""Inputs that used to be accepted silently (or answered with a foreign error) get the house error."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from deepmargin.cli.main import main
+from deepmargin.training import TrainConfig
+
+
+@pytest.mark.parametrize("argv, flag, owner", [
+    (["--loss", "ce", "--layers", "nosuch"], "--layers", "margin"),
+    (["--loss", "hinge", "--gamma", "2"], "--gamma", "margin"),
+    (["--loss", "margin", "--hinge-margin", "2"], "--hinge-margin", "hinge"),
+    (["--loss", "vat", "--exact"], "--exact", "margin"),
+])
+def test_an_option_of_another_loss_is_refused_naming_both_losses(argv, flag, owner, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *argv, "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"The {flag} option of deepmargin train is an option of loss '{owner}'" in err
+    assert f"--loss '{argv[1]}' does not use" in err
+    assert not out.exists()  # nothing trained, nothing written
+
+
+def test_options_of_the_chosen_loss_are_still_taken(tmp_path):
+    from deepmargin.cli.main import build_parser
+    from deepmargin.cli.train import config_from_args
+
+    parser, _ = build_parser()
+    args = parser.parse_args(["train", "--loss", "margin", "--layers", "input", "--gamma", "2", "--exact"])
+    config = config_from_args(args)
+    assert config.layers == ["input"] and config.gamma == 2.0 and config.approximate is False
+
+
+def test_the_api_warns_about_a_field_the_chosen_loss_ignores():
+    with pytest.warns(UserWarning, match="'layers' parameter of TrainConfig is an option of loss 'margin'; loss 'ce' ignores it"):
+        TrainConfig(loss="ce", layers=["nosuch"])
+    with pytest.warns(UserWarning, match="'top_k'.*loss 'hinge' ignores it"):
+        TrainConfig(loss="hinge", top_k=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainConfig(loss="margin", layers=["input"], gamma=[2.0], top_k=3)  # its own options: no warning
+        TrainConfig(loss="hinge", hinge_margin=2.0)
+        TrainConfig.from_dict(TrainConfig(loss="margin", gamma=2.0).to_dict())
+
+
+def test_a_binary_config_file_gets_the_house_error(tmp_path, capsys):
+    path = tmp_path / "weights.json"
+    path.write_bytes(bytes(range(128, 256)) * 4)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "The --config option of deepmargin train must be a JSON file of TrainConfig fields" in err
+    assert "not UTF-8 text" in err and "codec" not in err
+
+
+def test_the_losses_listing_names_only_real_flags_and_valid_ranges(capsys):
+    assert main(["losses"]) == 0
+    listing = capsys.readouterr().out
+    assert "--approximate" not in listing and "--exact (sets approximate)" in listing
+    round_line = next(line for line in listing.splitlines() if "round_epochs" in line)
+    assert "an int >= 1" in round_line and ">= 0" not in round_line
