@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
+from torch import nn
 
 from deepmargin.cli.main import main
 from deepmargin.training import TrainConfig
@@ -62,3 +64,19 @@ def test_the_losses_listing_names_only_real_flags_and_valid_ranges(capsys):
     assert "--approximate" not in listing and "--exact (sets approximate)" in listing
     round_line = next(line for line in listing.splitlines() if "round_epochs" in line)
     assert "an int >= 1" in round_line and ">= 0" not in round_line
+
+
+def test_layer_table_leaves_a_batch_norm_model_exactly_as_found():
+    from deepmargin.capture import layer_table
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 2))
+    model.train()
+    model[3].eval()  # a frozen submodule stays frozen
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    rows = layer_table(model, torch.zeros(1, 3))  # a batch of one zero: train-mode batch norm would fail or update
+    assert [r["shape"] for r in rows[1:]] == [(4,), (4,), (4,), (4,), (2,)]
+    assert [m.training for m in model.modules()] == modes
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # running statistics untouched

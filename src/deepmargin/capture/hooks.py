@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from .modes import eval_mode
+
 __all__ = ["INPUT", "list_layers", "layer_table", "ActivationCapture", "capture_activations", "unwrap_model"]
 
 INPUT = "input"
@@ -53,7 +55,9 @@ def list_layers(model: nn.Module, *, leaves_only: bool = False) -> list[str]:
 def layer_table(model: nn.Module, example_input: torch.Tensor) -> list[dict]:
     """One row per named submodule: name, type, and output shape on ``example_input``.
 
-    Modules that return something other than a tensor show the type of what they return.
+    Modules that return something other than a tensor show the type of what they return. The
+    forward pass runs in eval mode without gradients, and the model is left exactly as it was found
+    (each module's mode restored, batch-norm running statistics untouched).
     """
     rows = [{"name": INPUT, "type": "input", "shape": tuple(example_input.shape[1:])}]
     names = list_layers(model)[1:]
@@ -66,7 +70,7 @@ def layer_table(model: nn.Module, example_input: torch.Tensor) -> list[dict]:
                               else type(output).__name__)
         handles.append(modules[name].register_forward_hook(hook))
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(example_input)
     finally:
         for h in handles:
