@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -80,3 +82,27 @@ def test_layer_table_leaves_a_batch_norm_model_exactly_as_found():
     assert [m.training for m in model.modules()] == modes
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key  # running statistics untouched
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """Issue 17, item 15: scipy was imported but not declared."""
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "pyproject.toml").read_text()
+    block = text.split("dependencies = [", 1)[1].split("]", 1)[0]
+    declared = {re.split(r"[<>=!~ ]", d.strip().strip('",'))[0].lower() for d in block.splitlines() if d.strip()}
+    names = {"scikit-learn": "sklearn"}
+    importable = {names.get(d, d) for d in declared if d}
+    used = set()
+    for path in (root / "src" / "deepmargin").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                used.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                used.add(node.module.split(".")[0])
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    third_party = {u for u in used if u not in stdlib and u != "deepmargin"}
+    assert third_party <= importable, f"imported but not declared: {sorted(third_party - importable)}"

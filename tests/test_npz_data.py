@@ -114,12 +114,23 @@ def test_class_names_come_from_the_file(tmp_path):
     assert read_npz_dataset(_write(tmp_path / "c4.npz", dict(_vectors(), classes=four))).num_classes == 4
 
 
-def test_number_of_classes_is_the_largest_label_over_all_splits(tmp_path):
+def test_a_test_label_the_training_split_never_has_is_an_error_unless_classes_are_declared(tmp_path):
+    """Issue 17, item 4: a label 4 only in y_test used to make a 5-class model silently (0% on it)."""
     arrays = _vectors(classes=2)
     arrays["y_test"] = arrays["y_test"].copy()
-    arrays["y_test"][0] = 4  # only the test split has the classes 2..4 (well, 4)
+    arrays["y_test"][0] = 4
+    with pytest.raises(DatasetFileError, match=r"labels in 'y_test' that 'y_train' has too.*\[0, 1\]\).*Got the label 4"):
+        read_npz_dataset(_write(tmp_path / "d.npz", arrays))
+    arrays["classes"] = np.array(["a", "b", "c", "d", "e"])  # the file declares its classes: accepted
+    data = read_npz_dataset(_write(tmp_path / "declared.npz", arrays))
+    assert data.num_classes == 5 and data.classes == ("a", "b", "c", "d", "e")
+
+
+def test_number_of_classes_is_the_largest_training_label_plus_one(tmp_path):
+    arrays = _vectors(classes=3)
+    arrays["y_test"] = np.zeros_like(arrays["y_test"])  # the test split may miss classes
     data = read_npz_dataset(_write(tmp_path / "d.npz", arrays))
-    assert data.num_classes == 5 and data.classes == ("0", "1", "2", "3", "4")
+    assert data.num_classes == 3 and data.classes == ("0", "1", "2")
 
 
 def test_the_file_validation_split_is_used(tmp_path):

@@ -298,6 +298,17 @@ def _validate(path: str, raw: dict[str, np.ndarray]) -> _Arrays:  # noqa: C901 -
                     f"names {num_classes} classes). Got the label {int(ys[split].max())} instead."
                 )
     else:
+        seen = np.unique(ys["train"])
+        for split in splits:
+            unseen = np.setdiff1d(np.unique(ys[split]), seen) if split != "train" else np.empty(0)
+            if unseen.size:
+                shown = seen.tolist() if seen.size <= 20 else f"{seen.size} classes from {seen.min()} to {seen.max()}"
+                raise DatasetFileError(
+                    f"The .npz file '{path}' must hold labels in 'y_{split}' that 'y_train' has too (without a 'classes' "
+                    f"array, the classes are those of the training labels: {shown}). Got the label {int(unseen[0])} "
+                    f"instead{f' (and {unseen.size - 1} more unseen)' if unseen.size > 1 else ''}; fix the labels, or "
+                    "declare every class in a 'classes' array of names."
+                )
         num_classes = top + 1
         if num_classes < 2:
             raise DatasetFileError(
