@@ -27,29 +27,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_logits_target, check_positive, check_reduction, param_error
+from ..checks import check_choice, check_logits_target, check_real, check_reduction, param_error, parse_norm, reduce
+from ._checks import NONNEGATIVE, POSITIVE
 from .registry import LossOption, LossSpec, as_norm, nonneg_float, norm_choice, positive_float, register_loss
 
 __all__ = ["gradient_margin_loss", "GradientMarginLoss"]
 
 OWNER = "gradient_margin_loss"
 NORM_CHOICES = "one of 1, 2, math.inf"
+NORMS = (1.0, 2.0, math.inf)
 GRAD_METHODS = ("auto", "argmax", "argmax_batched", "loop")
 
 
 def check_norm(norm: object, owner: str) -> float:
-    """Parse ``norm`` in {1, 2, inf} (``'inf'`` accepted) -> float."""
-    if isinstance(norm, str) and norm.lower() in ("inf", "linf"):
-        return math.inf
-    if isinstance(norm, bool) or not isinstance(norm, (int, float)) or float(norm) not in (1.0, 2.0, math.inf):
-        raise param_error(owner, "norm", NORM_CHOICES, norm)
-    return float(norm)
+    """``p`` of a norm in {1, 2, inf} (``'inf'`` accepted): ``checks.parse_norm`` in these losses' wording."""
+    return parse_norm(norm, "norm", owner, allowed=NORMS, expected=NORM_CHOICES, type_exc=ValueError)[0]
 
 
 def check_grad_method(grad_method: object, owner: str) -> str:
-    if grad_method not in GRAD_METHODS:
-        raise param_error(owner, "grad_method", "one of 'auto', 'argmax', 'argmax_batched', 'loop'", grad_method)
-    return grad_method
+    return check_choice(grad_method, "grad_method", owner, GRAD_METHODS,
+                        expected="one of 'auto', 'argmax', 'argmax_batched', 'loop'")
 
 
 def check_inputs(inputs: object, logits: torch.Tensor, owner: str) -> torch.Tensor:
@@ -174,9 +171,9 @@ def gradient_margin_loss(
     """
     target = check_logits_target(logits, target, OWNER)
     inputs = check_inputs(inputs, logits, OWNER)
-    C = check_positive(C, OWNER, "C", allow_zero=True)
+    C = check_real(C, "C", OWNER, low=0, expected=NONNEGATIVE)
     p = check_norm(norm, OWNER)
-    margin = check_positive(margin, OWNER, "margin")
+    margin = check_real(margin, "margin", OWNER, low=0, low_open=True, expected=POSITIVE)
     check_reduction(reduction, OWNER)
     check_grad_method(grad_method, OWNER)
 
@@ -191,11 +188,7 @@ def gradient_margin_loss(
         penalty = _penalty_argmax(logits, target, inputs, p, batched=grad_method == "argmax_batched")
 
     loss = hinge + C * penalty
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
+    return reduce(loss, reduction)
 
 
 def _penalty_all_classes(logits, target, inputs, p, is_true) -> torch.Tensor:
@@ -264,9 +257,9 @@ class GradientMarginLoss(nn.Module):
         if not isinstance(model, nn.Module):
             raise param_error(owner, "model", "an nn.Module", type(model).__name__, TypeError)
         self.model = model
-        self.C = check_positive(C, owner, "C", allow_zero=True)
+        self.C = check_real(C, "C", owner, low=0, expected=NONNEGATIVE)
         self.norm = check_norm(norm, owner)
-        self.margin = check_positive(margin, owner, "margin")
+        self.margin = check_real(margin, "margin", owner, low=0, low_open=True, expected=POSITIVE)
         self.reduction = check_reduction(reduction, owner)
         self.grad_method = check_grad_method(grad_method, owner)
 

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_logits_target, check_positive, check_reduction, param_error
+from ..checks import check_choice, check_logits_target, check_real, check_reduction, reduce
+from ._checks import NONNEGATIVE, POSITIVE
 from .cross_entropy import LogitsCriterion
 from .registry import LossOption, LossSpec, register_loss
 
@@ -52,22 +53,17 @@ def multiclass_hinge_loss(
     of cross-entropy".
     """
     target = check_logits_target(logits, target, OWNER)
-    margin = check_positive(margin, OWNER, "margin")
-    ce_weight = check_positive(ce_weight, OWNER, "ce_weight", allow_zero=True)
+    margin = check_real(margin, "margin", OWNER, low=0, low_open=True, expected=POSITIVE)
+    ce_weight = check_real(ce_weight, "ce_weight", OWNER, low=0, expected=NONNEGATIVE)
     check_reduction(reduction, OWNER)
-    if aggregation not in ("sum", "max"):
-        raise param_error(OWNER, "aggregation", "one of 'sum', 'max'", aggregation)
+    check_choice(aggregation, "aggregation", OWNER, ("sum", "max"))
     true_score = logits.gather(1, target[:, None])
     viol = F.relu(margin - (true_score - logits))
     viol = viol.masked_fill(F.one_hot(target, logits.shape[1]).bool(), 0.0)
     loss = viol.sum(dim=1) if aggregation == "sum" else viol.amax(dim=1)
     if ce_weight:
         loss = loss + ce_weight * F.cross_entropy(logits, target, reduction="none")
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
+    return reduce(loss, reduction)
 
 
 class MulticlassHingeLoss(nn.Module):
@@ -76,9 +72,9 @@ class MulticlassHingeLoss(nn.Module):
     def __init__(self, margin: float = 1.0, *, aggregation: str = "sum", ce_weight: float = 0.0,
                  reduction: str = "mean") -> None:
         super().__init__()
-        self.margin = check_positive(margin, "MulticlassHingeLoss", "margin")
+        self.margin = check_real(margin, "margin", "MulticlassHingeLoss", low=0, low_open=True, expected=POSITIVE)
         self.aggregation = aggregation
-        self.ce_weight = check_positive(ce_weight, "MulticlassHingeLoss", "ce_weight", allow_zero=True)
+        self.ce_weight = check_real(ce_weight, "ce_weight", "MulticlassHingeLoss", low=0, expected=NONNEGATIVE)
         self.reduction = check_reduction(reduction, "MulticlassHingeLoss")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

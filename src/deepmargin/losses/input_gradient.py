@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_logits_target, check_positive, check_reduction, param_error
+from ..checks import check_logits_target, check_real, check_reduction, param_error, reduce
+from ._checks import NONNEGATIVE
 from .gradient_margin import check_inputs, check_norm, input_grad, lp_norm
 from .registry import LossOption, LossSpec, as_norm, nonneg_float, norm_choice, register_loss
 
@@ -93,9 +94,9 @@ def input_gradient_loss(
     """
     target = check_logits_target(logits, target, OWNER)
     inputs = check_inputs(inputs, logits, OWNER)
-    eps = check_positive(eps, OWNER, "eps", allow_zero=True)
+    eps = check_real(eps, "eps", OWNER, low=0, expected=NONNEGATIVE)
     p = check_norm(norm, OWNER)
-    lipschitz = check_positive(lipschitz, OWNER, "lipschitz", allow_zero=True)
+    lipschitz = check_real(lipschitz, "lipschitz", OWNER, low=0, expected=NONNEGATIVE)
     check_reduction(reduction, OWNER)
 
     ce = F.cross_entropy(logits, target, reduction="none")
@@ -103,11 +104,7 @@ def input_gradient_loss(
     loss = ce + eps * lp_norm(g, p)
     if lipschitz:
         loss = loss + lipschitz * lp_norm(g, 2).max()
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
+    return reduce(loss, reduction)
 
 
 class InputGradientLoss(nn.Module):
@@ -138,9 +135,9 @@ class InputGradientLoss(nn.Module):
         if not isinstance(model, nn.Module):
             raise param_error(owner, "model", "an nn.Module", type(model).__name__, TypeError)
         self.model = model
-        self.eps = check_positive(eps, owner, "eps", allow_zero=True)
+        self.eps = check_real(eps, "eps", owner, low=0, expected=NONNEGATIVE)
         self.norm = check_norm(norm, owner)
-        self.lipschitz = check_positive(lipschitz, owner, "lipschitz", allow_zero=True)
+        self.lipschitz = check_real(lipschitz, "lipschitz", owner, low=0, expected=NONNEGATIVE)
         self.reduction = check_reduction(reduction, owner)
 
     def forward(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

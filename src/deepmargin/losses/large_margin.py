@@ -19,28 +19,34 @@ ahead of time: :func:`rival_grad_norms` gives them for every class at once (``(N
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .registry import LossOption, LossSpec, register_loss
-from ._checks import (
+from ..checks import (
+    check_choice,
+    check_int,
     check_logits_target,
     check_per_layer,
-    check_positive,
+    check_real,
     check_reduction,
-    dual_exponent,
     param_error,
+    parse_norm,
+    reduce,
 )
+from ._checks import NONNEGATIVE, POSITIVE
+from .registry import LossOption, LossSpec, register_loss
 
-__all__ = ["default_margin_layers", "large_margin_loss", "large_margin_loss_from_norms", "linearized_distances", "rival_grad_norms",
-           "GRAD_METHODS"]
+__all__ = ["default_margin_layers", "large_margin_loss", "large_margin_loss_from_norms", "linearized_distances",
+           "linearized_margin", "rival_grad_norms", "GRAD_METHODS"]
 
 OWNER = "large_margin_loss"
 OWNER_FROM_NORMS = "large_margin_loss_from_norms"
 GRAD_METHODS = ("auto", "loop", "batched")
+AGGREGATIONS = ("max", "sum")
+SCORES = ("logits", "softmax")
+ZERO_GRADIENT = ("signed", "inf")
 
 
 def large_margin_loss(
@@ -133,11 +139,10 @@ def large_margin_loss(
     """
     check_reduction(reduction, OWNER)
     checked = _check_distance_args(logits, target, layers, top_k, norm, layer_weights, epsilon, scores, grad_method)
-    gamma_l = check_per_layer(gamma, len(checked["layers"]), OWNER, "gamma")
+    gamma_l = check_per_layer(gamma, "gamma", OWNER, len(checked["layers"]), expected=POSITIVE)
     if alpha is not None:
-        alpha = check_positive(alpha, OWNER, "alpha")
-    if aggregation not in ("max", "sum"):
-        raise param_error(OWNER, "aggregation", "one of 'max', 'sum'", aggregation)
+        alpha = check_real(alpha, "alpha", OWNER, low=0, low_open=True, expected=POSITIVE)
+    check_choice(aggregation, "aggregation", OWNER, AGGREGATIONS)
     d, _ = _distances(**checked, approximate=approximate, scores=scores, grad_method=grad_method,
                       exact_per_sample=exact_per_sample)
     return _penalty(d, gamma_l, alpha, aggregation, reduction)
@@ -157,12 +162,7 @@ def _penalty(
             # gradient at the kink is identical.
             d_l = d_l + F.relu(g * (1.0 - alpha) - d_l)
         per_layer.append(F.relu(g - d_l).sum(dim=1))
-    loss = torch.stack(per_layer, dim=0).mean(dim=0)
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
+    return reduce(torch.stack(per_layer, dim=0).mean(dim=0), reduction)
 
 
 def rival_grad_norms(
@@ -285,23 +285,20 @@ def large_margin_loss_from_norms(
         raise param_error(OWNER_FROM_NORMS, "grad_norms", f"a tensor of shape (N={n}, C={num_classes}, L) matching logits",
                           f"shape {tuple(grad_norms.shape)}")
     num_layers = grad_norms.shape[2]
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 1 <= top_k <= num_classes - 1:
-        raise param_error(OWNER_FROM_NORMS, "top_k", f"an int in [1, num_classes - 1] = [1, {num_classes - 1}]", top_k)
-    gamma_l = check_per_layer(gamma, num_layers, OWNER_FROM_NORMS, "gamma")
+    _check_top_k(top_k, num_classes, OWNER_FROM_NORMS)
+    gamma_l = check_per_layer(gamma, "gamma", OWNER_FROM_NORMS, num_layers, expected=POSITIVE)
     if alpha is not None:
-        alpha = check_positive(alpha, OWNER_FROM_NORMS, "alpha")
-    if aggregation not in ("max", "sum"):
-        raise param_error(OWNER_FROM_NORMS, "aggregation", "one of 'max', 'sum'", aggregation)
-    epsilon = check_positive(epsilon, OWNER_FROM_NORMS, "epsilon")
-    if scores not in ("logits", "softmax"):
-        raise param_error(OWNER_FROM_NORMS, "scores", "one of 'logits', 'softmax'", scores)
+        alpha = check_real(alpha, "alpha", OWNER_FROM_NORMS, low=0, low_open=True, expected=POSITIVE)
+    check_choice(aggregation, "aggregation", OWNER_FROM_NORMS, AGGREGATIONS)
+    epsilon = check_real(epsilon, "epsilon", OWNER_FROM_NORMS, low=0, low_open=True, expected=POSITIVE)
+    check_choice(scores, "scores", OWNER_FROM_NORMS, SCORES)
     s = logits if scores == "logits" else torch.softmax(logits, dim=1)
     is_true = F.one_hot(target, num_classes).bool()
     classes = s.detach().masked_fill(is_true, -math.inf).topk(int(top_k), dim=1).indices  # (N, k), as _distances
     diff = s.gather(1, target[:, None]) - s.gather(1, classes)
     table = grad_norms.detach().to(device=diff.device, dtype=diff.dtype)
     g = table.gather(1, classes[:, :, None].expand(-1, -1, num_layers))  # (N, k, L)
-    d = [diff / (g[:, :, l] + epsilon) for l in range(num_layers)]
+    d = [linearized_margin(diff, g[:, :, l], epsilon=epsilon) for l in range(num_layers)]
     return _penalty(d, gamma_l, alpha, aggregation, reduction)
 
 
@@ -325,41 +322,84 @@ def linearized_distances(
     .. math:: d_{l,i} = \frac{s_y - s_i}{\lVert \nabla_{h_l}(s_y - s_i)\rVert_q / w_l + \epsilon}
 
     Positive when the sample is on the correct side. For a linear classifier and ``layers=[x]``
-    this is the exact l_p distance to the pairwise boundary (up to ``epsilon``).
+    this is the exact l_p distance to the pairwise boundary (up to ``epsilon``). Each entry is
+    :func:`linearized_margin` of the score difference and its gradient norm.
 
-    Args: as :func:`large_margin_loss`; ``return_classes=True`` also returns the ``(N, k)``
-    indices of the candidate classes.
+    Args: as :func:`large_margin_loss`, except that ``epsilon`` may be 0 (the measured distance,
+    ``+-inf`` where the gradient is zero, see :func:`linearized_margin`); ``return_classes=True``
+    also returns the ``(N, k)`` indices of the candidate classes.
 
     Returns:
         A list with one ``(N, top_k)`` tensor per layer, columns ordered by decreasing ``s_i``
         (and the class indices when asked).
     """
-    checked = _check_distance_args(logits, target, layers, top_k, norm, layer_weights, epsilon, scores, grad_method)
+    checked = _check_distance_args(logits, target, layers, top_k, norm, layer_weights, epsilon, scores, grad_method,
+                                   allow_zero_epsilon=True)
     distances, classes = _distances(**checked, approximate=approximate, scores=scores, grad_method=grad_method,
                                     exact_per_sample=exact_per_sample)
     return (distances, classes) if return_classes else distances
 
 
-def _check_distance_args(logits, target, layers, top_k, norm, layer_weights, epsilon, scores, grad_method) -> dict:
+def _check_top_k(top_k: object, num_classes: int, owner: str) -> int:
+    return check_int(top_k, "top_k", owner, low=1, high=num_classes - 1, type_exc=ValueError,
+                     expected=f"an int in [1, num_classes - 1] = [1, {num_classes - 1}]")
+
+
+def _check_distance_args(logits, target, layers, top_k, norm, layer_weights, epsilon, scores, grad_method,
+                         allow_zero_epsilon=False) -> dict:
     """Validate the arguments shared by the loss and the distances; return the normalised ones."""
     target = check_logits_target(logits, target, OWNER)
     layers = _check_layers(layers, logits.shape[0])
-    num_classes = logits.shape[1]
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 1 <= top_k <= num_classes - 1:
-        raise param_error(OWNER, "top_k", f"an int in [1, num_classes - 1] = [1, {num_classes - 1}]", top_k)
-    _, q = dual_exponent(norm, OWNER)
+    top_k = _check_top_k(top_k, logits.shape[1], OWNER)
+    _, q = parse_norm(norm, "norm", OWNER)
     weights = [1.0] * len(layers) if layer_weights is None else check_per_layer(
-        layer_weights, len(layers), OWNER, "layer_weights"
+        layer_weights, "layer_weights", OWNER, len(layers), expected=POSITIVE
     )
-    epsilon = check_positive(epsilon, OWNER, "epsilon")
-    if scores not in ("logits", "softmax"):
-        raise param_error(OWNER, "scores", "one of 'logits', 'softmax'", scores)
-    if grad_method not in GRAD_METHODS:
-        raise param_error(OWNER, "grad_method", "one of 'auto', 'loop', 'batched'", grad_method)
+    epsilon = check_real(epsilon, "epsilon", OWNER, low=0, low_open=not allow_zero_epsilon,
+                         expected=NONNEGATIVE if allow_zero_epsilon else POSITIVE)
+    check_choice(scores, "scores", OWNER, SCORES)
+    check_choice(grad_method, "grad_method", OWNER, GRAD_METHODS)
     if not logits.requires_grad:
         raise param_error(OWNER, "logits", "a tensor computed from the layers (requires_grad=True)",
                           "a tensor that does not require grad")
-    return dict(logits=logits, target=target, layers=layers, top_k=int(top_k), q=q, weights=weights, epsilon=epsilon)
+    return dict(logits=logits, target=target, layers=layers, top_k=top_k, q=q, weights=weights, epsilon=epsilon)
+
+
+def linearized_margin(
+    diff: torch.Tensor, grad_norm: torch.Tensor, *, epsilon: float = 0.0, zero_gradient: str = "signed"
+) -> torch.Tensor:
+    r"""The first-order signed distance to a boundary: the one place its formula is written.
+
+    .. math:: d = \frac{s_y - s_i}{\lVert \nabla (s_y - s_i) \rVert_q + \epsilon}
+
+    Zero gradients are handled once, here:
+
+    * ``epsilon > 0`` (the loss): the quotient as written, so a zero gradient norm gives
+      ``diff / epsilon``, finite and differentiable.
+    * ``epsilon == 0`` (measurement): where ``grad_norm`` is exactly 0 the linearised boundary is
+      infinitely far. ``zero_gradient='signed'`` (default) gives ``+inf`` / ``-inf`` on the side
+      ``diff`` is on, and 0 where ``diff`` is 0 too (on the boundary); ``'inf'`` gives ``+inf``
+      whatever ``diff`` (an unsigned step length that a zero gradient can never cover, DeepFool's).
+
+    Args:
+        diff: score differences ``s_y - s_i`` (or their absolute values), any shape.
+        grad_norm: the dual norms of their gradients, same shape, ``>= 0``.
+        epsilon: added to the denominator, ``>= 0``. Default 0.
+        zero_gradient: ``'signed'`` or ``'inf'``, used only when ``epsilon == 0``.
+
+    Example:
+        >>> linearized_margin(torch.tensor([2.0, -1.0, 0.0, 1.0]), torch.tensor([4.0, 0.0, 0.0, 0.0]))
+        tensor([0.5000,   -inf, 0.0000,    inf])
+    """
+    check_choice(zero_gradient, "zero_gradient", "linearized_margin", ZERO_GRADIENT)
+    if epsilon:
+        return diff / (grad_norm + epsilon)
+    moving = grad_norm > 0
+    if zero_gradient == "inf":
+        flat = torch.full_like(diff, math.inf)
+    else:
+        flat = torch.where(diff == 0, torch.zeros_like(diff), diff.sign() * math.inf)
+    return torch.where(moving, diff / torch.where(moving, grad_norm, torch.ones_like(grad_norm)), flat)
 
 
 def _distances(
@@ -381,7 +421,7 @@ def _distances(
         g_norm = g_norm / w
         if approximate:
             g_norm = g_norm.detach()
-        distances.append(diff / (g_norm + epsilon))
+        distances.append(linearized_margin(diff, g_norm, epsilon=epsilon))
     return distances, classes
 
 
@@ -563,13 +603,13 @@ class LargeMarginLoss(torch.nn.Module):
         self.layers = list(layers)
         self._input = INPUT
         self.options = dict(
-            gamma=check_per_layer(gamma, len(self.layers), owner, "gamma"), alpha=alpha, top_k=top_k,
+            gamma=check_per_layer(gamma, "gamma", owner, len(self.layers), expected=POSITIVE), alpha=alpha, top_k=top_k,
             norm=norm, aggregation=aggregation, layer_weights=layer_weights, epsilon=epsilon,
             approximate=approximate, scores=scores, reduction=check_reduction(reduction, owner),
             grad_method=grad_method, exact_per_sample=exact_per_sample,
         )
-        self.margin_weight = check_positive(margin_weight, owner, "margin_weight", allow_zero=True)
-        self.ce_weight = check_positive(ce_weight, owner, "ce_weight", allow_zero=True)
+        self.margin_weight = check_real(margin_weight, "margin_weight", owner, low=0, expected=NONNEGATIVE)
+        self.ce_weight = check_real(ce_weight, "ce_weight", owner, low=0, expected=NONNEGATIVE)
 
     def forward(
         self, x: torch.Tensor, target: torch.Tensor, *, grad_norms: torch.Tensor | None = None

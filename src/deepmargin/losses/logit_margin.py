@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_logits_target, check_positive, check_reduction, param_error
+from ..checks import check_bool, check_choice, check_logits_target, check_real, check_reduction, param_error, reduce
+from ._checks import POSITIVE
 from .registry import (LossOption, LossSpec, int_at_least_0, int_at_least_1, one_of, positive_float, register_loss,
                        true_or_false)
 
@@ -98,11 +99,9 @@ def logit_margin_loss(
     Neural Network Classifiers", Sec. III, eqs. (6)-(9).
     """
     target = check_logits_target(logits, target, OWNER)
-    mu = check_positive(mu, OWNER, "mu")
-    if objective not in OBJECTIVES:
-        raise param_error(OWNER, "objective", f"one of {list(OBJECTIVES)}", objective)
-    if not isinstance(rectify, bool):
-        raise param_error(OWNER, "rectify", "a bool", rectify, TypeError)
+    mu = check_real(mu, "mu", OWNER, low=0, low_open=True, expected=POSITIVE)
+    check_choice(objective, "objective", OWNER, OBJECTIVES)
+    check_bool(rectify, "rectify", OWNER)
     check_reduction(reduction, OWNER)
     weights = _check_weights(weights, logits.shape[0], logits, OWNER)
     f = F.relu(logits) if rectify else logits
@@ -129,11 +128,7 @@ def logit_margin_loss(
             loss = violation
     if weights is not None:
         loss = loss * weights
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
+    return reduce(loss, reduction)
 
 
 class LogitMarginLoss(nn.Module):
@@ -152,12 +147,10 @@ class LogitMarginLoss(nn.Module):
         owner = "LogitMarginLoss"
         if not isinstance(model, nn.Module):
             raise param_error(owner, "model", "an nn.Module", type(model).__name__, TypeError)
-        if objective not in OBJECTIVES:
-            raise param_error(owner, "objective", f"one of {list(OBJECTIVES)}", objective)
-        if not isinstance(rectify, bool):
-            raise param_error(owner, "rectify", "a bool", rectify, TypeError)
+        check_choice(objective, "objective", owner, OBJECTIVES)
+        check_bool(rectify, "rectify", owner)
         self.model = model
-        self.mu = check_positive(mu, owner, "mu")
+        self.mu = check_real(mu, "mu", owner, low=0, low_open=True, expected=POSITIVE)
         self.objective = objective
         self.rectify = rectify
         self.reduction = check_reduction(reduction, owner)

@@ -8,13 +8,12 @@ distribution changes fastest around ``x``: the top eigenvector of the Hessian of
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_positive, check_reduction, param_error
+from ..checks import check_int, check_real, check_reduction, param_error, reduce
+from ._checks import NONNEGATIVE, POSITIVE
 from .registry import LossOption, LossSpec, int_at_least_0, nonneg_float, positive_float, register_loss
 
 __all__ = ["vat_loss", "VATLoss"]
@@ -85,7 +84,7 @@ def vat_loss(
     with torch.no_grad():
         clean_logits = model(x)
     loss = _vat_from_logits(model, x, clean_logits, eps, xi, int(power_iterations), generator)
-    return _reduce(loss, reduction)
+    return reduce(loss, reduction)
 
 
 def _check_vat_args(model, x, eps, xi, power_iterations, reduction, owner) -> None:
@@ -95,11 +94,9 @@ def _check_vat_args(model, x, eps, xi, power_iterations, reduction, owner) -> No
         raise param_error(owner, "x", "a floating-point tensor of shape (N, ...)",
                           type(x).__name__ if not isinstance(x, torch.Tensor) else f"dtype {x.dtype}",
                           TypeError)
-    check_positive(eps, owner, "eps")
-    check_positive(xi, owner, "xi")
-    if isinstance(power_iterations, bool) or not isinstance(power_iterations, numbers.Integral) \
-            or power_iterations < 0:
-        raise param_error(owner, "power_iterations", "an int >= 0", power_iterations)
+    check_real(eps, "eps", owner, low=0, low_open=True, expected=POSITIVE)
+    check_real(xi, "xi", owner, low=0, low_open=True, expected=POSITIVE)
+    check_int(power_iterations, "power_iterations", owner, low=0, type_exc=ValueError)
     check_reduction(reduction, owner)
 
 
@@ -141,14 +138,6 @@ def _vat_from_logits(model, x, clean_logits, eps, xi, power_iterations, generato
     clean_log_p = F.log_softmax(clean_logits.detach(), dim=1)
     d = _adversarial_direction(model, x, clean_log_p, float(xi), power_iterations, generator)
     return _kl(clean_log_p, model(x.detach() + float(eps) * d))
-
-
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
 
 
 class VATLoss(nn.Module):
@@ -195,13 +184,10 @@ class VATLoss(nn.Module):
         if not isinstance(model, nn.Module):
             raise param_error(owner, "model", "an nn.Module", type(model).__name__, TypeError)
         self.model = model
-        self.eps = check_positive(eps, owner, "eps")
-        self.xi = check_positive(xi, owner, "xi")
-        if isinstance(power_iterations, bool) or not isinstance(power_iterations, numbers.Integral) \
-                or power_iterations < 0:
-            raise param_error(owner, "power_iterations", "an int >= 0", power_iterations)
-        self.power_iterations = int(power_iterations)
-        self.ce_weight = check_positive(ce_weight, owner, "ce_weight", allow_zero=True)
+        self.eps = check_real(eps, "eps", owner, low=0, low_open=True, expected=POSITIVE)
+        self.xi = check_real(xi, "xi", owner, low=0, low_open=True, expected=POSITIVE)
+        self.power_iterations = check_int(power_iterations, "power_iterations", owner, low=0, type_exc=ValueError)
+        self.ce_weight = check_real(ce_weight, "ce_weight", owner, low=0, expected=NONNEGATIVE)
         self.reduction = check_reduction(reduction, owner)
         self.generator = generator
 
