@@ -85,13 +85,24 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torc
         >>> attack_loss(torch.tensor([[2.0, 0.0, 1.0]]), torch.tensor([0]), "margin").item()
         -1.0
     """
-    if loss == "ce":
-        return F.cross_entropy(logits, y, reduction="none")
-    if loss == "margin":
-        true = logits.gather(1, y[:, None]).squeeze(1)
-        other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
-        return other - true
-    raise ValueError(f"The 'loss' parameter of attack_loss must be one of {list(_LOSSES)}. Got {loss!r} instead.")
+    fn = _ATTACK_LOSSES.get(loss) if isinstance(loss, str) else None
+    if fn is None:
+        raise ValueError(f"The 'loss' parameter of attack_loss must be one of {list(_LOSSES)}. Got {loss!r} instead.")
+    return fn(logits, y)
+
+
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def _logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    return other - true
+
+
+#: The objectives the gradient attacks ascend, by name (an attack's own option, not a training loss).
+_ATTACK_LOSSES = {"ce": _cross_entropy, "margin": _logit_margin}
 
 
 # --------------------------------------------------------------------------- tensor helpers
