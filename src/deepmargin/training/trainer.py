@@ -53,6 +53,13 @@ Each epoch is one pass of :func:`_train_one_epoch`, the validation pass, the hoo
 :class:`~deepmargin.training.checkpoint.CheckpointSaver`, which owns the best/last policy. A new
 variant of the step or a new between-epoch job is a new object, not a branch in the loop.
 
+Batches: every epoch shuffles the training set and feeds it in batches of ``batch_size``, the last
+one holding the rest. A batch of one sample trains like any other, except for a model with batch
+norm, which cannot normalise one sample in training mode: there ``batch_size=1`` is refused, and a
+trailing batch of one sample is left out of that epoch (a different sample each epoch, as the order
+is reshuffled; the run's log says so at the start). Under ``torchrun`` every process needs its share
+of each batch, so the smallest trainable batch is one (two with batch norm) sample per process.
+
 The epoch's loss and counts stay on the device (:mod:`.meters`) and reach the host once per epoch
 (under DDP in one all-reduce); the progress bar shows the running mean loss, read every
 ``_PROGRESS_EVERY`` steps. A NaN or infinite training loss is therefore detected at the end of the
@@ -158,15 +165,52 @@ class TrainResult:
         }
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
-    """Index batches over ``range(n)``; shuffled with ``generator`` when given. A trailing batch of
-    a single sample is dropped (batch norm cannot train on it)."""
+def _batches(n: int, batch_size: int, generator: torch.Generator | None, *, min_size: int = 1) -> Iterator[Tensor]:
+    """Index batches over ``range(n)``; shuffled with ``generator`` when given.
+
+    Every batch holds ``batch_size`` indices except the last, which holds the rest; that trailing
+    batch alone is left out when it is smaller than ``min_size`` (``batch_size >= min_size``, so no
+    other batch can be: see :func:`_smallest_trainable_batch`)."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        if generator is not None and idx.numel() < 2 and n > 1:
+        if idx.numel() < min_size:
             return
         yield idx
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether ``model`` holds a batch norm layer (``BatchNorm1d/2d/3d``, ``SyncBatchNorm``, lazy ones)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _smallest_trainable_batch(model: nn.Module, ctx: distributed.DistContext) -> int:
+    """The fewest samples a global training batch needs: one per process, two with batch norm (in
+    training mode it normalises by the batch's own statistics, which one sample does not have)."""
+    return (2 if has_batch_norm(model) else 1) * ctx.world_size
+
+
+def _check_trainable_batches(
+    config: TrainConfig, model: nn.Module, n_train: int, ctx: distributed.DistContext
+) -> tuple[int, str]:
+    """Refuse a batch size (or a training set) too small for ``model``; return the smallest trainable
+    batch and why it is that size."""
+    smallest = _smallest_trainable_batch(model, ctx)
+    why = (f"model {config.model!r} has batch norm, which cannot train on a batch of one sample"
+           if has_batch_norm(model) else "every process needs a sample")
+    if smallest == 1:
+        return smallest, ""
+    per_process = f", {smallest} for {ctx.world_size} processes" if ctx.enabled else ""
+    if config.batch_size < smallest:
+        raise ValueError(
+            f"The 'batch_size' parameter of TrainConfig must be at least {smallest // ctx.world_size} per process"
+            f"{per_process} ({why}). Got {config.batch_size} instead."
+        )
+    if n_train < smallest:
+        raise ValueError(
+            f"The training set must hold at least {smallest} samples ({why}). Got {n_train} instead."
+        )
+    return smallest, why
 
 
 @torch.no_grad()
@@ -286,7 +330,8 @@ def train(
         ValueError: the configuration differs from the one of the run being resumed, the
             loss options do not fit the model/data (e.g. unknown layer names), ``config.augment``
             is not ``"none"`` for a dataset of non-image inputs, ``config.device`` is not
-            available here, or ``resume=True`` with ``overwrite=True``.
+            available here, ``resume=True`` with ``overwrite=True``, or ``batch_size=1`` for a
+            model with batch norm.
         FileExistsError: ``resume=False`` and ``out_dir`` holds a run, without ``overwrite``.
         FloatingPointError: the training loss became NaN or infinite.
 
@@ -320,12 +365,13 @@ def train(
         scheduler=scheduler, selected_by="val_acc" if len(bundle.val.y) else "train_acc", write=main,
         save=save_checkpoint,
     )
+    x_train, y_train = _training_set(bundle, config, device)
+    min_batch, min_batch_why = _check_trainable_batches(config, model, len(y_train), ctx)
     start_epoch, history, stopped, saved_extra = _open_run_dir(
         saver, resolved, resume=resume, overwrite=overwrite, ctx=ctx, device=device)
 
     # how a step is taken and what happens between epochs, chosen once
     net, train_objective = _wrap_for_processes(model, objective, resolved, ctx, device)
-    x_train, y_train = _training_set(bundle, config, device)
     hooks = build_hooks(config, objective, model, net, x_train, y_train, ctx=ctx)
     for hook in hooks:
         hook.load_state(saved_extra)
@@ -333,7 +379,8 @@ def train(
     x_val, y_val = bundle.val.x.to(device), bundle.val.y.to(device)
     x_test, y_test = bundle.test.x.to(device), bundle.test.y.to(device)
     level = logging.INFO if verbose and main else logging.DEBUG
-    _log_start(level, config, bundle, objective, step, hooks, y_train, n_val=len(y_val), n_test=len(y_test))
+    _log_start(level, config, bundle, objective, step, hooks, y_train, n_val=len(y_val), n_test=len(y_test),
+               min_batch=min_batch, min_batch_why=min_batch_why)
     if stopped is not None:
         logger.log(level, "the run in %s already stopped: %s", out, stopped)
 
@@ -347,7 +394,7 @@ def train(
         for hook in hooks:
             hook.on_epoch_start(epoch)
         totals = _train_one_epoch(epoch, step, model, optimizer, x_train, y_train, config=config, ctx=ctx,
-                                  show=_show_progress(progress) and main)
+                                  show=_show_progress(progress) and main, min_batch=min_batch)
         if scheduler is not None:
             scheduler.step()
         val = evaluate_split(model, x_val, y_val, objective=objective if config.val_loss else None,
@@ -429,14 +476,15 @@ def _training_set(bundle: Any, config: TrainConfig, device: torch.device) -> tup
 
 def _train_one_epoch(
     epoch: int, step: TrainStep, model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *,
-    config: TrainConfig, ctx: distributed.DistContext, show: bool,
+    config: TrainConfig, ctx: distributed.DistContext, show: bool, min_batch: int = 1,
 ) -> EpochTotals:
     """One pass over the training set in the epoch's seeded order; the metrics stay on the device
-    until the end (:mod:`.meters`), where a non-finite loss raises the FloatingPointError."""
+    until the end (:mod:`.meters`), where a non-finite loss raises the FloatingPointError. A trailing
+    batch smaller than ``min_batch`` (:func:`_smallest_trainable_batch`) is left out."""
     generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, 1))
     meter = EpochMeter(x.device)
     bar = _progress_bar(math.ceil(len(y) / config.batch_size), f"epoch {epoch}/{config.epochs}", show)
-    for global_idx in _batches(len(y), config.batch_size, generator):
+    for global_idx in _batches(len(y), config.batch_size, generator, min_size=min_batch):
         idx = distributed.shard(global_idx, ctx).to(x.device)
         xb, yb = x[idx], y[idx]
         out = step(xb, yb, idx)
@@ -526,7 +574,7 @@ def _result(
 
 def _log_start(
     level: int, config: TrainConfig, bundle: Any, objective: Objective, step: TrainStep, hooks: list[EpochHook],
-    y_train: Tensor, *, n_val: int, n_test: int,
+    y_train: Tensor, *, n_val: int, n_test: int, min_batch: int = 1, min_batch_why: str = "",
 ) -> None:
     n_train = len(y_train)
     logger.log(
@@ -540,6 +588,12 @@ def _log_start(
         lines.append(f"semi-supervised: {n_labelled} labelled and {n_train - n_labelled} unlabelled training samples")
     for hook in hooks:
         lines.extend(hook.describe())
+    rest = n_train % config.batch_size
+    if 0 < rest < min_batch:
+        lines.append(
+            f"the last {rest} sample(s) of each epoch's shuffled order are left out: a trailing batch needs at least "
+            f"{min_batch} samples here ({min_batch_why})"
+        )
     for line in lines:
         logger.log(level, "%s", line)
 
