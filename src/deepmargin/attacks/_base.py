@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 
+from .. import checks
 from ..capture.modes import eval_mode  # noqa: F401 - re-exported: the attacks use the package's one
+from ..checks import check_bool, check_inputs, check_x  # noqa: F401 - re-exported: the package's validators
 
 
 def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -39,35 +40,14 @@ def resolve_generator(
 
 
 def check_int(value: object, name: str, owner: str, low: int) -> int:
-    """Validate an int parameter ``>= low`` (bools are rejected)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be an int >= {low}. Got {value!r} instead."
-        )
-    return int(value)
+    """Kept for compatibility: ``checks.check_int(value, name, owner, low=low)``, a ValueError for any bad value."""
+    return checks.check_int(value, name, owner, low=low, type_exc=ValueError)
 
 
 def check_float(value: object, name: str, owner: str, *, low: float = 0.0, strict: bool = False) -> float:
-    """Validate a finite real parameter ``>= low`` (``> low`` when ``strict``); ``low`` is quoted as given."""
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, numbers.Real)
-        and math.isfinite(float(value))
-        and (float(value) > low if strict else float(value) >= low)
-    )
-    if not ok:
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be a finite float {bound}. Got {value!r} instead."
-        )
-    return float(value)
-
-
-def check_bool(value: object, name: str, owner: str) -> bool:
-    """Validate a bool parameter (a TypeError otherwise)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"The '{name}' parameter of {owner} must be a bool. Got {value!r} instead.")
-    return value
+    """Kept for compatibility: ``checks.check_real(value, name, owner, low=low, low_open=strict)``, a ValueError
+    for any bad value; ``low`` is quoted as given."""
+    return checks.check_real(value, name, owner, low=low, low_open=strict, type_exc=ValueError)
 
 
 def check_epsilons(epsilons: Sequence[float], owner: str) -> list[float]:
@@ -79,7 +59,7 @@ def check_epsilons(epsilons: Sequence[float], owner: str) -> list[float]:
     values = epsilons.tolist() if isinstance(epsilons, torch.Tensor) else list(epsilons)
     if not values:
         raise ValueError(f"The 'epsilons' parameter of {owner} must be non-empty. Got {epsilons!r} instead.")
-    return [check_float(e, "epsilons", owner, low=0) for e in values]
+    return [checks.check_real(e, "epsilons", owner, low=0, type_exc=ValueError) for e in values]
 
 
 def check_generator(generator: object, owner: str) -> None:
@@ -93,8 +73,8 @@ def check_generator(generator: object, owner: str) -> None:
 
 def check_seed(seed: int | None, generator: torch.Generator | None, owner: str) -> None:
     """Validate an optional ``seed >= 0`` and an optional ``generator``, which exclude each other."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-        raise ValueError(f"The 'seed' parameter of {owner} must be an int >= 0 or None. Got {seed!r} instead.")
+    if seed is not None:
+        checks.check_int(seed, "seed", owner, low=0, expected="an int >= 0 or None", type_exc=ValueError)
     check_generator(generator, owner)
     if seed is not None and generator is not None:
         raise ValueError(f"The 'seed' and 'generator' parameters of {owner} are exclusive. Got both instead.")
@@ -117,39 +97,9 @@ def check_bounds(bounds: Sequence[float], owner: str) -> tuple[float, float]:
 
 
 def check_norm(norm: float | str, owner: str, allowed: Sequence[float] = (2.0, math.inf)) -> float:
-    """Parse a norm given as a number or 'inf'/'linf'/'l2' and check that it is allowed."""
-    text = {"inf": math.inf, "linf": math.inf, "l_inf": math.inf, "l2": 2.0, "l1": 1.0}
-    value = text.get(norm.lower()) if isinstance(norm, str) else norm
-    if value is None or isinstance(value, bool):
-        raise ValueError(
-            f"The 'norm' parameter of {owner} must be one of {list(allowed)}. Got {norm!r} instead."
-        )
-    value = float(value)
-    if value not in allowed:
-        raise ValueError(
-            f"The 'norm' parameter of {owner} must be one of {list(allowed)}. Got {norm!r} instead."
-        )
-    return value
-
-
-def check_x(x: object, owner: str) -> None:
-    """Check that ``x`` is a floating-point tensor."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"The 'x' parameter of {owner} must be a floating-point tensor. Got {type(x).__name__} instead.")
-
-
-def check_inputs(x: torch.Tensor, y: torch.Tensor, owner: str) -> None:
-    """Check that ``x`` is a float batch and ``y`` a matching int64 label vector."""
-    check_x(x, owner)
-    if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32):
-        raise TypeError(
-            f"The 'y' parameter of {owner} must be an integer tensor of class indices. "
-            f"Got {getattr(y, 'dtype', type(y).__name__)} instead."
-        )
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"The 'y' parameter of {owner} must have shape ({x.shape[0]},) to match x. Got {tuple(y.shape)} instead."
-        )
+    """Kept for compatibility: ``p`` of ``checks.parse_norm(norm, 'norm', owner, allowed=allowed)``, a ValueError
+    for any bad value."""
+    return checks.parse_norm(norm, "norm", owner, allowed=allowed, type_exc=ValueError)[0]
 
 
 def check_within_bounds(x: torch.Tensor, bounds: tuple[float, float], owner: str) -> None:

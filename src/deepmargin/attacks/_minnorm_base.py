@@ -15,7 +15,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._base import check_inputs, check_within_bounds
+from ..checks import check_inputs
+from ._base import check_within_bounds
 
 __all__ = [
     "MinNormResult",

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._base import check_epsilons, eval_mode, lp_norms, per_sample
+from ..capture.modes import eval_mode
+from ._base import check_epsilons, lp_norms, per_sample
 
 __all__ = ["TransferAttack", "accepts_generator", "device_of", "predict", "run_sweep"]
 

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._base import eval_mode
+from ..capture.modes import eval_mode
+from ..checks import check_real
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +50,7 @@ def _warn(message: str, stacklevel: int) -> None:
 
 
 def _check_share(max_share: float, owner: str) -> float:
-    if isinstance(max_share, bool) or not isinstance(max_share, (int, float)) or not 0 <= max_share < 1:
-        raise ValueError(f"The 'max_share' parameter of {owner} must be a float in [0, 1). Got {max_share!r} instead.")
-    return float(max_share)
+    return check_real(max_share, "max_share", owner, low=0, high=1, high_open=True, type_exc=ValueError)
 
 
 def warn_if_training(model: nn.Module, *, stacklevel: int = 2) -> bool:
@@ -224,10 +223,7 @@ def warn_if_transfer_beats_whitebox(
         >>> warn_if_transfer_beats_whitebox(rows)
         []
     """
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-        raise ValueError(
-            f"The 'tol' parameter of warn_if_transfer_beats_whitebox must be a float >= 0. Got {tol!r} instead."
-        )
+    check_real(tol, "tol", "warn_if_transfer_beats_whitebox", low=0, finite=False, type_exc=ValueError)
     rows = list(rows)
     white: dict[tuple, float] = {}
     for row in rows:

@@ -9,12 +9,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._base import check_bounds, check_float, check_int, check_norm, eval_mode
+from ..checks import check_int, check_real, parse_norm
+from ..losses.large_margin import linearized_margin
+from ._base import check_bounds, eval_mode
 from ._minnorm_base import MinNormResult, _MinNormAttack, check_eps, check_logits, dual_norm_exponent, flat_norm
 
 __all__ = ["DeepFool", "logit_difference_gradients"]
 
 logger = logging.getLogger(__name__)
+
+NORMS = (2.0, math.inf)
 
 
 def logit_difference_gradients(
@@ -108,11 +112,13 @@ class DeepFool(_MinNormAttack):
         eps: float | Sequence[float] | None = None,
     ) -> None:
         owner = "DeepFool"
-        self.norm = check_norm(norm, owner)
-        self.steps = check_int(steps, "steps", owner, 1)
-        self.overshoot = check_float(overshoot, "overshoot", owner)
-        self.candidates = None if candidates is None else check_int(candidates, "candidates", owner, 2)
-        self.nudge = check_float(nudge, "nudge", owner)
+        self.norm, _ = parse_norm(norm, "norm", owner, allowed=NORMS, type_exc=ValueError)
+        self.steps = check_int(steps, "steps", owner, low=1, type_exc=ValueError)
+        self.overshoot = check_real(overshoot, "overshoot", owner, low=0.0, type_exc=ValueError)
+        self.candidates = (
+            None if candidates is None else check_int(candidates, "candidates", owner, low=2, type_exc=ValueError)
+        )
+        self.nudge = check_real(nudge, "nudge", owner, low=0.0, type_exc=ValueError)
         self.bounds = check_bounds(bounds, owner)
         self.eps = check_eps(eps, owner)
 
@@ -169,7 +175,8 @@ class DeepFool(_MinNormAttack):
                 idx, f, w = idx[still], f[still], w[still]
 
                 w_norm = flat_norm(w.flatten(0, 1), q).reshape(f.shape)  # (m, k - 1)
-                dist = torch.where(w_norm > 0, f.abs() / w_norm, torch.full_like(f, math.inf))
+                # unsigned step lengths; a zero gradient never reaches the boundary (+inf, "stuck")
+                dist = linearized_margin(f.abs(), w_norm, zero_gradient="inf")
                 best = dist.argmin(dim=1)
                 rows = torch.arange(best.shape[0], device=best.device)
                 d, w_best, w_best_norm = dist[rows, best], w[rows, best], w_norm[rows, best]

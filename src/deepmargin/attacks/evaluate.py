@@ -19,7 +19,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._base import check_epsilons, check_inputs, eval_mode
+from ..capture.modes import eval_mode
+from ..checks import check_inputs, check_int
+from ._base import check_epsilons
 from ._sweep import TransferAttack, device_of, predict, run_sweep  # predict, run_sweep: re-exported
 from .checks import warn_if_training
 from .gradient import norm_name
@@ -106,8 +108,7 @@ def accuracy_vs_epsilon(
     owner = "accuracy_vs_epsilon"
     check_inputs(x, y, owner)
     epsilons = check_epsilons(epsilons, owner)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"The 'batch_size' parameter of {owner} must be an int >= 1. Got {batch_size!r} instead.")
+    batch_size = check_int(batch_size, "batch_size", owner, low=1, type_exc=ValueError)
     if isinstance(models, nn.Module):
         named = {model_name: models}
     elif isinstance(models, Mapping) and models and all(isinstance(m, nn.Module) for m in models.values()):

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from ._base import check_bounds, check_float, check_int, check_norm, eval_mode
+from ..checks import check_choice, check_int, check_real, parse_norm
+from ._base import check_bounds, eval_mode
 from ._minnorm_base import (  # re-exported
     MinNormResult,
     _MinNormAttack,
@@ -31,7 +31,7 @@ from ._minnorm_base import (  # re-exported
     project_to_ball,
     runner_up_margin,
 )
-from .deepfool import DeepFool
+from .deepfool import NORMS, DeepFool
 
 __all__ = ["FMN", "MinNormResult"]
 
@@ -119,27 +119,21 @@ class FMN(_MinNormAttack):
         eps: float | Sequence[float] | None = None,
     ) -> None:
         owner = "FMN"
-        self.norm = check_norm(norm, owner)
-        self.steps = check_int(steps, "steps", owner, 1)
-        self.alpha_init = check_float(alpha_init, "alpha_init", owner, strict=True)
+        self.norm, _ = parse_norm(norm, "norm", owner, allowed=NORMS, type_exc=ValueError)
+        self.steps = check_int(steps, "steps", owner, low=1, type_exc=ValueError)
+        self.alpha_init = check_real(alpha_init, "alpha_init", owner, low=0.0, low_open=True, type_exc=ValueError)
         self.alpha_final = (
             self.alpha_init / 100
             if alpha_final is None
-            else check_float(alpha_final, "alpha_final", owner, strict=True)
+            else check_real(alpha_final, "alpha_final", owner, low=0.0, low_open=True, type_exc=ValueError)
         )
-        for name, value in (("gamma_init", gamma_init), ("gamma_final", gamma_final)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < 1:
-                raise ValueError(
-                    f"The '{name}' parameter of {owner} must be a float in (0, 1). Got {value!r} instead."
-                )
-        self.gamma_init = float(gamma_init)
-        self.gamma_final = float(gamma_final)
-        if init not in self.INITS:
-            raise ValueError(
-                f"The 'init' parameter of {owner} must be one of {list(self.INITS)}. Got {init!r} instead."
-            )
-        self.init = init
-        self.binary_search_steps = check_int(binary_search_steps, "binary_search_steps", owner, 0)
+        self.gamma_init, self.gamma_final = (
+            check_real(value, name, owner, low=0, high=1, low_open=True, high_open=True, type_exc=ValueError)
+            for name, value in (("gamma_init", gamma_init), ("gamma_final", gamma_final))
+        )
+        self.init = check_choice(init, "init", owner, self.INITS)
+        self.binary_search_steps = check_int(binary_search_steps, "binary_search_steps", owner, low=0,
+                                             type_exc=ValueError)
         self.bounds = check_bounds(bounds, owner)
         self.eps = check_eps(eps, owner)
 

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from ..checks import check_bool, check_real, check_x
 from ._base import (
-    check_bool,
     check_bounds,
     check_epsilons,
     check_seed,
-    check_x,
     lp_norms,
     per_sample,
     resolve_generator,
@@ -56,15 +54,11 @@ def snr_db(x: torch.Tensor, x_noisy: torch.Tensor) -> torch.Tensor:
 
 
 def _check_level(value: float, name: str, owner: str, allow_inf: bool) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
-    if ok and name == "std":
-        ok = math.isfinite(value) and value >= 0
-    if ok and name == "snr":
-        ok = math.isfinite(value) or (allow_inf and value > 0)
-    if not ok:
-        rule = "a finite float >= 0" if name == "std" else "a finite float in dB (or +inf for no noise)"
-        raise ValueError(f"The '{name}' parameter of {owner} must be {rule}. Got {value!r} instead.")
-    return float(value)
+    if name == "std":
+        return check_real(value, name, owner, low=0, type_exc=ValueError)
+    # any finite level in dB, and +inf (no noise) where allowed
+    return check_real(value, name, owner, low=-math.inf, low_open=True, finite=not allow_inf,
+                      expected="a finite float in dB (or +inf for no noise)", type_exc=ValueError)
 
 
 def _scale(x: torch.Tensor, z: torch.Tensor, mode: str, level: float) -> torch.Tensor:
