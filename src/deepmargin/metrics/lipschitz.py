@@ -69,7 +69,7 @@ from torch import nn
 
 from ..attacks.normalize import Normalize
 from ..capture.modes import eval_mode
-from ..checks import param_error
+from ..checks import check_choice, check_int, check_real, param_error
 from ..models.structure import BranchSum, Chain, check_stage
 from .logit_margin import logit_margins
 
@@ -360,10 +360,10 @@ def operator_norm(
     if not isinstance(module, nn.Module):
         raise param_error(owner, "module", "an nn.Module", type(module).__name__, TypeError)
     shape = _check_shape(input_shape, owner)
-    iterations = _check_int(iterations, "iterations", owner, 1)
-    tol = _check_real(tol, "tol", owner, allow_zero=True)
-    method = _check_choice(method, "method", owner, METHODS)
-    seed = _check_int(seed, "seed", owner, 0)
+    iterations = check_int(iterations, "iterations", owner, low=1, type_exc=ValueError)
+    tol = check_real(tol, "tol", owner, low=0, type_exc=ValueError)
+    method = check_choice(method, "method", owner, METHODS)
+    seed = check_int(seed, "seed", owner, low=0, type_exc=ValueError)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     forward, adjoint = _linear_operator(module, shape, device)
 
@@ -517,12 +517,12 @@ def lipschitz_upper_bound(
     if not isinstance(model, nn.Module):
         raise param_error(owner, "model", "an nn.Module", type(model).__name__, TypeError)
     shape = _check_shape(input_shape, owner)
-    norm = _check_choice(norm, "norm", owner, NORMS)
+    norm = check_choice(norm, "norm", owner, NORMS)
     opts = _Options(
-        iterations=_check_int(iterations, "iterations", owner, 1),
-        tol=_check_real(tol, "tol", owner, allow_zero=True),
-        method=_check_choice(method, "method", owner, METHODS),
-        seed=_check_int(seed, "seed", owner, 0),
+        iterations=check_int(iterations, "iterations", owner, low=1, type_exc=ValueError),
+        tol=check_real(tol, "tol", owner, low=0, type_exc=ValueError),
+        method=check_choice(method, "method", owner, METHODS),
+        seed=check_int(seed, "seed", owner, low=0, type_exc=ValueError),
         names={id(m): name for name, m in reversed(list(model.named_modules(remove_duplicate=False)))},
         owner=owner,
     )
@@ -618,15 +618,15 @@ def lipschitz_lower_bound(
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2 or x.shape[0] == 0:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise param_error(owner, "x", "a floating-point tensor (N, *) with N >= 1", got, TypeError)
-    norm = _check_choice(norm, "norm", owner, NORMS)
-    ascent_steps = _check_int(ascent_steps, "ascent_steps", owner, 0)
-    seed = _check_int(seed, "seed", owner, 0)
-    batch_size = _check_int(batch_size, "batch_size", owner, 1)
+    norm = check_choice(norm, "norm", owner, NORMS)
+    ascent_steps = check_int(ascent_steps, "ascent_steps", owner, low=0, type_exc=ValueError)
+    seed = check_int(seed, "seed", owner, low=0, type_exc=ValueError)
+    batch_size = check_int(batch_size, "batch_size", owner, low=1, type_exc=ValueError)
     if step_size is None:
         mean = float(x.detach().flatten(1).norm(dim=1).mean())
         step = 0.02 * mean if mean > 0 else 0.02
     else:
-        step = _check_real(step_size, "step_size", owner)
+        step = check_real(step_size, "step_size", owner, low=0, low_open=True, type_exc=ValueError)
     gen = torch.Generator().manual_seed(seed)
     best = 0.0
     with eval_mode(model), torch.enable_grad():
@@ -702,11 +702,11 @@ def purity_radius(
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise param_error(owner, "x", "a floating-point tensor (N, *)", got, TypeError)
-    theorem = _check_choice(theorem, "theorem", owner, THEOREMS)
+    theorem = check_choice(theorem, "theorem", owner, THEOREMS)
     if isinstance(lipschitz, torch.Tensor) and lipschitz.numel() == 1:
         lipschitz = float(lipschitz)
-    lipschitz = _check_real(lipschitz, "lipschitz", owner)
-    batch_size = _check_int(batch_size, "batch_size", owner, 1)
+    lipschitz = check_real(lipschitz, "lipschitz", owner, low=0, low_open=True, type_exc=ValueError)
+    batch_size = check_int(batch_size, "batch_size", owner, low=1, type_exc=ValueError)
     if x.shape[0] == 0:
         return x.new_empty(0)
     with eval_mode(model), torch.no_grad():
@@ -727,22 +727,3 @@ def _check_shape(shape: object, owner: str) -> tuple[int, ...]:
         raise param_error(owner, "input_shape", "a non-empty sequence of positive ints (one sample, without the "
                           "batch axis), e.g. (1, 28, 28)", shape)
     return tuple(int(s) for s in shape)
-
-
-def _check_choice(value: object, name: str, owner: str, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise param_error(owner, name, f"one of {list(choices)}", value)
-    return value
-
-
-def _check_int(value: object, name: str, owner: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise param_error(owner, name, f"an int >= {low}", value)
-    return int(value)
-
-
-def _check_real(value: object, name: str, owner: str, *, allow_zero: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(float(value))
-    if not ok or float(value) < 0 or (float(value) == 0 and not allow_zero):
-        raise param_error(owner, name, "a finite float >= 0" if allow_zero else "a finite float > 0", value)
-    return float(value)

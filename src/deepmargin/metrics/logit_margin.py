@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..losses._checks import check_logits_target, param_error
+from ..checks import check_bool, check_logits_target, param_error
 
 __all__ = ["logit_margins"]
 
@@ -36,8 +36,7 @@ def logit_margins(logits: torch.Tensor, target: torch.Tensor | None = None, *, r
         >>> logit_margins(torch.tensor([[3.0, 1.0, -2.0]]), torch.tensor([2]), rectify=True)
         tensor([-3.])
     """
-    if not isinstance(rectify, bool):
-        raise param_error(OWNER, "rectify", "a bool", rectify, TypeError)
+    check_bool(rectify, "rectify", OWNER)
     if target is None:
         if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 2 or logits.shape[1] < 2:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..capture import INPUT, ActivationCapture
+from ..capture import INPUT, ActivationCapture, eval_mode
+from ..checks import check_int
 from ..losses.large_margin import linearized_distances
 
 __all__ = ["linearized_margins", "summarize_margins"]
@@ -38,18 +39,16 @@ def linearized_margins(
         layers: layer names (``"input"`` or names from :func:`deepmargin.capture.list_layers`).
         norm: the l_p norm of the distance (1, 2, inf or real p >= 1).
         batch_size: samples per forward pass.
-        epsilon: added to the gradient norm.
+        epsilon: added to the gradient norm, ``>= 0``; ``0`` gives ``+-inf`` where a gradient is
+            exactly zero (see :func:`deepmargin.losses.large_margin.linearized_margin`). Default 1e-12.
 
     Returns:
         ``{layer name: (N,) tensor}`` on the device and dtype of ``x``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"The 'batch_size' parameter of linearized_margins must be an int >= 1. Got {batch_size!r} instead.")
+    check_int(batch_size, "batch_size", "linearized_margins", low=1, type_exc=ValueError)
     names = list(layers)
     out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         capture = ActivationCapture(model, names)
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size].detach().clone().requires_grad_(True)
@@ -62,9 +61,6 @@ def linearized_margins(
                                              epsilon=epsilon)
             for n, d in zip(names, dists):
                 out[n].append(d.detach().min(dim=1).values)
-    finally:
-        for m, was_training in modes:
-            m.training = was_training
     return {n: torch.cat(v) if v else x.new_zeros(0) for n, v in out.items()}
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from ..losses._checks import param_error
+from ..checks import check_bool, check_int, check_real, param_error
 
 __all__ = ["MarginPValues", "detection_scores", "threshold_at_fpr"]
 
@@ -175,26 +175,15 @@ class MarginPValues:
         return f"{OWNER}({params})"
 
     def _check_params(self) -> None:
-        if not isinstance(self.per_class, (bool, np.bool_)):
-            raise param_error(OWNER, "per_class", "a bool", self.per_class, TypeError)
-        m = self.max_components
-        if isinstance(m, (bool, np.bool_)) or not isinstance(m, numbers.Integral):
-            raise param_error(OWNER, "max_components", "an int >= 1", m, TypeError)
-        if int(m) < 1:
-            raise param_error(OWNER, "max_components", "an int >= 1", m)
-        r = self.reg_covar
-        if isinstance(r, (bool, np.bool_)) or not isinstance(r, numbers.Real):
-            raise param_error(OWNER, "reg_covar", "a finite float >= 0", r, TypeError)
-        if not math.isfinite(float(r)) or float(r) < 0:
-            raise param_error(OWNER, "reg_covar", "a finite float >= 0", r)
+        per_class = self.per_class
+        check_bool(bool(per_class) if isinstance(per_class, np.bool_) else per_class, "per_class", OWNER)
+        check_int(self.max_components, "max_components", OWNER, low=1)
+        check_real(self.reg_covar, "reg_covar", OWNER, low=0)
         rs = self.random_state
         if rs is None or isinstance(rs, np.random.RandomState):
             return
-        expected = "None, an int in [0, 2**32) or a numpy.random.RandomState"
-        if isinstance(rs, (bool, np.bool_)) or not isinstance(rs, numbers.Integral):
-            raise param_error(OWNER, "random_state", expected, rs, TypeError)
-        if not 0 <= int(rs) < 2**32:
-            raise param_error(OWNER, "random_state", expected, rs)
+        check_int(rs, "random_state", OWNER, low=0, high=2**32 - 1,
+                  expected="None, an int in [0, 2**32) or a numpy.random.RandomState")
 
     # -- fitting ---------------------------------------------------------------------------
 
@@ -400,8 +389,7 @@ def threshold_at_fpr(pvalues_clean: Any, fpr: float) -> float:
         (0.025, 5)
     """
     owner = "threshold_at_fpr"
-    if isinstance(fpr, bool) or not isinstance(fpr, numbers.Real) or not 0.0 < float(fpr) < 1.0:
-        raise param_error(owner, "fpr", "a float in (0, 1)", fpr)
+    check_real(fpr, "fpr", owner, low=0, high=1, low_open=True, high_open=True, type_exc=ValueError)
     p = _as_1d(pvalues_clean, owner, "pvalues_clean", floating=True)
     if p.size == 0:
         raise param_error(owner, "pvalues_clean", "a non-empty array", "an empty array")
@@ -439,8 +427,7 @@ def detection_scores(pvalues_clean: Any, pvalues_attacked: Any, threshold: float
     for name, arr in (("pvalues_clean", clean), ("pvalues_attacked", attacked)):
         if arr.size == 0:
             raise param_error(owner, name, "a non-empty array", "an empty array")
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or math.isnan(float(threshold)):
-        raise param_error(owner, "threshold", "a real number", threshold, TypeError)
+    check_real(threshold, "threshold", owner, finite=False, expected="a real number")
     labels = np.concatenate([np.zeros(clean.size), np.ones(attacked.size)])
     scores = 1.0 - np.concatenate([clean, attacked])
     return {

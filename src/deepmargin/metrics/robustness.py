@@ -23,9 +23,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..attacks._base import check_inputs, check_int, check_norm, check_x, eval_mode
+from ..attacks.deepfool import NORMS
+from ..capture.modes import eval_mode
+from ..checks import check_choice, check_inputs, check_int, check_x, parse_norm
+from ..losses.large_margin import linearized_margin
 from ..attacks.deepfool import DeepFool
-from ..attacks.minnorm import FMN, check_eps, check_logits, dual_norm_exponent, flat_norm
+from ..attacks.minnorm import FMN, check_eps, check_logits, flat_norm
 
 __all__ = [
     "rho_adv",
@@ -46,9 +49,9 @@ def _check_args(
     x: torch.Tensor, y: torch.Tensor, norm: float | str, batch_size: object, owner: str
 ) -> tuple[float, int]:
     """The checks of the attack-based metrics, in order: ``norm``, ``x`` and ``y``, ``batch_size``."""
-    p = check_norm(norm, owner)
+    p, _ = parse_norm(norm, "norm", owner, allowed=NORMS, type_exc=ValueError)
     check_inputs(x, y, owner)
-    return p, check_int(batch_size, "batch_size", owner, 1)
+    return p, check_int(batch_size, "batch_size", owner, low=1, type_exc=ValueError)
 
 
 def _check_attack(attack: object, norm: float, owner: str) -> None:
@@ -224,7 +227,7 @@ def distance_summary(
         torch.Size([2])
     """
     owner = "distance_summary"
-    p = check_norm(norm, owner)
+    p, _ = parse_norm(norm, "norm", owner, allowed=NORMS, type_exc=ValueError)
     empty = isinstance(eps, Sequence) and not isinstance(eps, (str, bytes)) and len(eps) == 0
     checked = () if empty else check_eps(eps, owner)
     grid = (checked,) if isinstance(checked, float) else tuple(checked or ())
@@ -290,11 +293,8 @@ def rho_adv(
         learning", IJCNN 2017.
     """
     owner = "rho_adv"
-    if reference not in REFERENCES:
-        raise ValueError(
-            f"The 'reference' parameter of {owner} must be one of {list(REFERENCES)}. Got {reference!r} instead."
-        )
-    batch_size = check_int(batch_size, "batch_size", owner, 1)
+    check_choice(reference, "reference", owner, REFERENCES)
+    batch_size = check_int(batch_size, "batch_size", owner, low=1, type_exc=ValueError)
     check_x(x, owner)
     if reference == "label":
         if y is None:
@@ -353,9 +353,8 @@ def linearized_input_margins(
         Classification", NeurIPS 2018, eq. 7.
     """
     owner = "linearized_input_margins"
-    p = check_norm(norm, owner)
+    p, q = parse_norm(norm, "norm", owner, allowed=NORMS, type_exc=ValueError)
     check_inputs(x, y, owner)
-    q = dual_norm_exponent(p)
     y = y.to(device=x.device, dtype=torch.int64)
     xg = x.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -369,10 +368,8 @@ def linearized_input_margins(
             (g,) = torch.autograd.grad(f[:, k].sum(), xg, retain_graph=k < num_classes - 2)
             grad_norms.append(flat_norm(g, q))
     w = torch.stack(grad_norms, dim=1)
-    f = f.detach()
     # a zero gradient: the linearised boundary is infinitely far (on the side given by the sign of f)
-    flat = torch.where(f == 0, torch.zeros_like(f), f.sign() * math.inf)
-    d = torch.where(w > 0, f / torch.where(w > 0, w, torch.ones_like(w)), flat)
+    d = linearized_margin(f.detach(), w)
     best = d.argmin(dim=1)
     rows = torch.arange(d.shape[0], device=x.device)
     return d[rows, best], others[rows, best]
