@@ -1,10 +1,12 @@
-"""Small argument checks shared by the data modules (scikit-learn error template)."""
+"""Small argument checks shared by the data modules: keyword forms of ``deepmargin.checks``' validators, and predicates."""
 
 from __future__ import annotations
 
 import numbers
 
 import numpy as np
+
+from ..checks import check_int, check_real
 
 __all__ = ["check_fraction", "check_seed", "derive_seed", "is_int", "is_nonnegative_real"]
 
@@ -24,7 +26,7 @@ def is_nonnegative_real(value: object) -> bool:
 
 
 def check_fraction(value: object, *, name: str, owner: str, low_open: bool, high_open: bool) -> float:
-    """Return ``value`` as a float after checking it lies in the stated interval.
+    """Return ``value`` as a float after checking it lies in the stated interval (``deepmargin.checks.check_real``).
 
     Args:
         value: the user's value.
@@ -33,24 +35,12 @@ def check_fraction(value: object, *, name: str, owner: str, low_open: bool, high
         low_open: whether 0 is excluded.
         high_open: whether 1 is excluded.
     """
-    interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
-    ok = _is_real(value) and np.isfinite(float(value))
-    if ok:
-        v = float(value)
-        ok = (v > 0.0 if low_open else v >= 0.0) and (v < 1.0 if high_open else v <= 1.0)
-    if not ok:
-        raise ValueError(f"The '{name}' parameter of {owner} must be a float in {interval}. Got {value!r} instead.")
-    return float(value)
+    return check_real(value, name, owner, low=0, high=1, low_open=low_open, high_open=high_open, type_exc=ValueError)
 
 
 def check_seed(seed: object, *, owner: str) -> int:
-    """Return ``seed`` after checking it is a non-negative int."""
-    message = f"The 'seed' parameter of {owner} must be a non-negative int. Got {seed!r} instead."
-    if not is_int(seed):
-        raise TypeError(message)
-    if int(seed) < 0:  # type: ignore[call-overload]
-        raise ValueError(message)
-    return int(seed)  # type: ignore[call-overload]
+    """Return ``seed`` after checking it is a non-negative int (``deepmargin.checks.check_int`` in this wording)."""
+    return check_int(seed, "seed", owner, low=0, expected="a non-negative int")
 
 
 def derive_seed(seed: int, stage: int) -> int:

@@ -1,23 +1,15 @@
-"""Argument checks shared by the model constructors."""
+"""Argument checks shared by the model constructors (on top of ``deepmargin.checks``, whose ``check_bool`` is re-exported)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..checks import check_bool, check_int, check_real
+
 
 def check_num_classes(num_classes: object, owner: str) -> int:
     """Return ``num_classes`` if it is an int >= 2, else raise."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(
-            f"The 'num_classes' parameter of {owner} must be an int >= 2. "
-            f"Got {num_classes!r} instead."
-        )
-    if num_classes < 2:
-        raise ValueError(
-            f"The 'num_classes' parameter of {owner} must be an int >= 2. "
-            f"Got {num_classes!r} instead."
-        )
-    return num_classes
+    return check_int(num_classes, "num_classes", owner, low=2)
 
 
 def check_input_shape(input_shape: object, owner: str) -> tuple[int, ...]:
@@ -48,18 +40,7 @@ def check_image_shape(input_shape: tuple[int, ...], owner: str, min_side: int) -
 
 def check_dropout(dropout: object, owner: str) -> float:
     """Return ``dropout`` as a float in [0, 1)."""
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(
-            f"The 'dropout' parameter of {owner} must be a float in [0, 1). Got {dropout!r} instead."
-        )
-    return float(dropout)
-
-
-def check_bool(value: object, name: str, owner: str) -> bool:
-    """Return ``value`` if it is a bool, else raise a TypeError."""
-    if not isinstance(value, bool):
-        raise TypeError(f"The '{name}' parameter of {owner} must be a bool. Got {value!r} instead.")
-    return value
+    return check_real(dropout, "dropout", owner, low=0, high=1, high_open=True, type_exc=ValueError)
 
 
 def check_image_model(
