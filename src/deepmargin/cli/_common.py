@@ -1,15 +1,35 @@
-"""Helpers shared by the subcommands: argument types, checkpoint and test-data loading, printing."""
+"""Helpers shared by the subcommands: argument types, shared options, printing.
+
+Checkpoint and test-data loading live in :mod:`deepmargin.experiments.checkpoints`; their names
+stay importable from here.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+from ..experiments.checkpoints import load_checkpoints, load_test_split, model_names
+
+__all__ = [
+    "add_output_options",
+    "dataset_arg",
+    "load_checkpoints",
+    "load_test_split",
+    "model_names",
+    "nonneg_float",
+    "norm_arg",
+    "positive_float",
+    "positive_int",
+    "print_layer_table",
+    "seed_int",
+    "unit_float",
+]
 
 
 def _number_type(parse: Callable[[str], Any], ok: Callable[[Any], bool], expected: str, name: str, doc: str):
@@ -72,93 +92,6 @@ def norm_arg(text: str) -> str:
     return _NORMS[key]
 
 
-def model_names(paths: Sequence[str]) -> list[str]:
-    """Row names of checkpoints: file stems, or parent/stem where stems repeat, then #2, #3..."""
-    stems = [Path(p).stem for p in paths]
-    names = [f"{Path(p).parent.name}/{Path(p).stem}" if stems.count(Path(p).stem) > 1 else Path(p).stem for p in paths]
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    return out
-
-
-def load_checkpoints(paths: Sequence[str], device: str | torch.device) -> tuple[dict[str, nn.Module], dict[str, dict]]:
-    """Every checkpoint, read before any work starts: ``({name: model in eval mode}, {name: metadata})``."""
-    from ..training.checkpoint import load_model
-
-    models: dict[str, nn.Module] = {}
-    metas: dict[str, dict] = {}
-    for name, path in zip(model_names(paths), paths):
-        model, metas[name] = load_model(path, map_location="cpu")
-        models[name] = model.to(device).eval()
-    return models, metas
-
-
-def load_test_split(
-    metas: Mapping[str, Mapping[str, Any]],
-    *,
-    command: str,
-    data_root: str | None = None,
-    n: int | None = None,
-    device: str | torch.device = "cpu",
-    dataset: str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float], str, str | None]:
-    """The test split shared by the checkpoints.
-
-    The dataset is the one every checkpoint records in ``config['dataset']`` (they must agree);
-    its other settings (``data_root``, ``seed``, toy ``n_samples`` and ``data_noise``) come from
-    the first checkpoint. Each checkpoint's model must take the dataset's input shape and
-    number of classes. A dataset that is a ``.npz`` file is read from the path the checkpoint
-    records, exactly as it was given to ``train`` (a relative path is relative to the current
-    directory), with the file's bounds (or ``(0, 1)`` / unbounded as inferred from its inputs).
-
-    Args:
-        metas: ``{model name: checkpoint metadata}`` from ``load_model``.
-        command: the subcommand, for error messages.
-        data_root: dataset folder (default: the first checkpoint's ``data_root``).
-        dataset: a dataset name or .npz path to use instead of the checkpoints' own (``--data``).
-        n: keep the first ``n`` test inputs (default: all).
-        device: where ``x`` and ``y`` go.
-
-    Returns:
-        ``(x, y, bounds, dataset, root)``; ``bounds`` is ``(-inf, inf)`` for unbounded (toy) inputs.
-    """
-    from ..data import load_dataset
-
-    datasets = {name: (meta.get("config") or {}).get("dataset") for name, meta in metas.items()}
-    if dataset is not None:  # --data: the checkpoints' recorded dataset is replaced
-        datasets = {name: dataset for name in metas}
-    if any(d is None for d in datasets.values()) or len(set(datasets.values())) != 1:
-        raise ValueError(
-            f"The checkpoints of deepmargin {command} must all record the same dataset in config['dataset']. "
-            f"Got {datasets} instead."
-        )
-    dataset = next(iter(datasets.values()))
-    config0 = next(iter(metas.values())).get("config") or {}
-    root = data_root if data_root is not None else config0.get("data_root")
-    kwargs = {}
-    if config0.get("n_samples") is not None:
-        kwargs["n_samples"] = config0["n_samples"]
-    if config0.get("data_noise") is not None:
-        kwargs["noise"] = config0["data_noise"]
-    bundle = load_dataset(dataset, root=root, seed=int(config0.get("seed", 0) or 0), **kwargs)
-    for name, meta in metas.items():
-        kw = meta.get("model_kwargs") or {}
-        shape, classes = list(kw.get("input_shape") or []), kw.get("num_classes")
-        if shape != list(bundle.input_shape) or classes != bundle.num_classes:
-            raise ValueError(
-                f"The model of checkpoint {name!r} (input shape {shape}, {classes} classes) does not fit the dataset "
-                f"{dataset!r} (input shape {list(bundle.input_shape)}, {bundle.num_classes} classes)."
-            )
-    x, y = bundle.test.x, bundle.test.y
-    if n is not None:
-        x, y = x[:n], y[:n]
-    bounds = tuple(float(b) for b in bundle.bounds) if bundle.bounds is not None else (-math.inf, math.inf)
-    return x.to(device), y.to(device), bounds, dataset, root
-
-
 def add_output_options(parser: argparse.ArgumentParser, *, out: str, plot: str, progress: str) -> None:
     """Options shared by the commands that evaluate checkpoints: data folder, device, output, progress, plot."""
     parser.add_argument("--data", "--dataset", dest="dataset", type=dataset_arg, default=None, metavar="NAME|FILE.npz",
@@ -172,15 +105,11 @@ def add_output_options(parser: argparse.ArgumentParser, *, out: str, plot: str, 
 
 def print_layer_table(model: nn.Module, input_shape: Sequence[int]) -> None:
     """Print the names usable as margin layers, with module type and output shape."""
-    from ..capture import layer_table
+    from ..capture import eval_mode, layer_table
     from ..reports.tables import format_table
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         rows = layer_table(model, torch.zeros(2, *input_shape))
-    finally:
-        model.train(was_training)
     hidden = set(getattr(model, "hidden_layers", ()))
     table = [
         {"name": r["name"], "type": r["type"], "output shape": "x".join(map(str, r["shape"])) if isinstance(r["shape"], tuple) else r["shape"],

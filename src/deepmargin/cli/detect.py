@@ -39,23 +39,17 @@ Margins use the rectified outputs ``relu(f)`` when the checkpoint was trained wi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
-import math
 import sys
 import time
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
-
+from ..experiments.checkpoints import load_training_bundle
+from ..experiments.detection import DETECT_ATTACKS as ATTACKS
+from ..experiments.detection import DETECT_FIELDS
 from ._common import (
     _number_type,
     add_output_options,
-    load_checkpoints,
     nonneg_float,
     norm_arg,
     positive_float,
@@ -63,19 +57,9 @@ from ._common import (
     seed_int,
 )
 
-from .robustness import _check_models  # the same reliability checks, tagged per model
-
 logger = logging.getLogger(__name__)
 
 __all__ = ["add_parser", "run", "load_training_bundle", "ATTACKS", "DETECT_FIELDS"]
-
-ATTACKS = ("fgsm", "ifgsm", "pgd")
-#: Column order of ``rows.csv``.
-DETECT_FIELDS = (
-    "model", "box", "source", "attack", "norm", "eps", "seed", "n", "clean_accuracy", "accuracy",
-    "auc", "tpr", "fpr_target", "threshold", "fpr_test", "fpr_calibration", "calibration", "n_calibration",
-    "n_fooled", "auc_fooled", "tpr_fooled", "per_class", "dataset", "checkpoint",
-)
 
 open_unit_float = _number_type(float, lambda v: 0.0 < v < 1.0, "a float in (0, 1)", "open_unit_float",
                                "a float in (0, 1)")
@@ -123,318 +107,32 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-# --------------------------------------------------------------------------- data
-
-
-def _config_value(config: Mapping[str, Any], key: str) -> Any:
-    """``config[key]``, or the :class:`TrainConfig` default when the checkpoint does not record it."""
-    from ..training.config import TrainConfig
-
-    if config.get(key) is not None:
-        return config[key]
-    field = TrainConfig.__dataclass_fields__[key]
-    return None if field.default is dataclasses.MISSING else field.default
-
-
-def load_training_bundle(
-    meta: Mapping[str, Any], *, dataset: str | None = None, data_root: str | None = None, command: str = "detect"
-) -> Any:
-    """The :class:`~deepmargin.data.DataBundle` a checkpoint was trained on, rebuilt from its config.
-
-    ``bundle.train`` is the training split with the labels the model was trained with (after
-    ``train_fraction`` and ``label_noise``), ``bundle.val`` its validation split and ``bundle.test``
-    the test split. ``dataset`` (``--data``) replaces the recorded dataset, keeping the other settings.
-    """
-    from ..data import TOY_DEFAULTS, load_dataset
-
-    config = meta.get("config") or {}
-    name = dataset if dataset is not None else config.get("dataset")
-    if not name:
-        raise ValueError(
-            f"The checkpoint of deepmargin {command} must record its dataset in config['dataset'] (or pass --data). "
-            f"Got {config.get('dataset')!r} instead."
-        )
-    kwargs: dict[str, Any] = {}
-    if str(name).lower() in TOY_DEFAULTS:
-        kwargs = {"n_samples": config.get("n_samples"), "noise": config.get("data_noise")}
-    return load_dataset(
-        name,
-        root=data_root if data_root is not None else config.get("data_root"),
-        val_size=_config_value(config, "val_size"),
-        train_fraction=_config_value(config, "train_fraction"),
-        label_noise=_config_value(config, "label_noise"),
-        seed=int(_config_value(config, "seed")),
-        **kwargs,
-    )
-
-
-def _check_fits(name: str, meta: Mapping[str, Any], bundle: Any) -> None:
-    kw = meta.get("model_kwargs") or {}
-    shape, classes = list(kw.get("input_shape") or []), kw.get("num_classes")
-    if shape != list(bundle.input_shape) or classes != bundle.num_classes:
-        raise ValueError(
-            f"The model of checkpoint {name!r} (input shape {shape}, {classes} classes) does not fit the dataset "
-            f"{bundle.name!r} (input shape {list(bundle.input_shape)}, {bundle.num_classes} classes)."
-        )
-
-
-def _margin_settings(meta: Mapping[str, Any]) -> tuple[bool, float | None]:
-    """``(rectify, mu)`` of a checkpoint: rectified outputs and target margin of its training loss."""
-    from ..losses import LOSS_REGISTRY, loss_options_of
-
-    config = dict(meta.get("config") or {})
-    spec = LOSS_REGISTRY.get(config.setdefault("loss", "ce"))
-    if spec is None or spec.output_margin is None:
-        return False, None
-    options = {o.name: o.default for o in spec.options}
-    options.update(loss_options_of(config))
-    return spec.output_margin(options)
-
-
-# --------------------------------------------------------------------------- model outputs
-
-
-def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    from ..attacks._base import eval_mode
-
-    out = []
-    with torch.no_grad(), eval_mode(model):
-        for start in range(0, x.shape[0], batch_size):
-            out.append(model(x[start:start + batch_size]).float())
-    return torch.cat(out) if out else torch.empty(0)
-
-
-def _margins(logits: torch.Tensor, y: torch.Tensor | None, rectify: bool) -> np.ndarray:
-    from ..metrics import logit_margins
-
-    return logit_margins(logits, y, rectify=rectify).double().cpu().numpy()
-
-
-def _decisions(logits: torch.Tensor, rectify: bool) -> np.ndarray:
-    scores = torch.relu(logits) if rectify else logits
-    return scores.argmax(dim=1).cpu().numpy()
-
-
-def _own_pvalues(estimator: Any, logits: torch.Tensor, rectify: bool) -> np.ndarray:
-    """P-values as for unlabelled inputs: the own-decision margin, scored with the own decision's mixture."""
-    return estimator.pvalues(_margins(logits, None, rectify), _decisions(logits, rectify))
-
-
-def _build_attack(name: str, args: argparse.Namespace, bounds: tuple[float, float]) -> Any:
-    from .. import attacks
-
-    p = math.inf if args.norm == "linf" else 2.0
-    if name == "fgsm":
-        return attacks.FGSM(eps=0.0, norm=p, bounds=bounds)
-    if name == "ifgsm":
-        steps = args.steps
-        if steps is None and args.step_size is None and not math.isfinite(bounds[1] - bounds[0]):
-            steps = 10  # Kurakin's rule needs bounded inputs
-        return attacks.IFGSM(eps=0.0, norm=p, steps=steps, step_size=args.step_size, bounds=bounds)
-    return attacks.PGD(eps=0.0, norm=p, steps=args.steps or 40, step_size=args.step_size, random_start=True,
-                       bounds=bounds, seed=args.seed)
-
-
-def _craft(attack: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float], batch_size: int,
-           seed: int) -> list[torch.Tensor]:
-    """``attack`` crafted on ``model`` for every radius, in chunks (each chunk's random start seeded with ``seed``)."""
-    from ..attacks.evaluate import run_sweep
-
-    parts: list[list[torch.Tensor]] = []
-    for start in range(0, x.shape[0], batch_size):
-        generator = torch.Generator(device=x.device).manual_seed(seed) if getattr(attack, "random_start", False) else None
-        parts.append(run_sweep(attack, model, x[start:start + batch_size], y[start:start + batch_size], eps,
-                               generator=generator))
-    return [torch.cat([part[i] for part in parts]) for i in range(len(eps))]
-
-
-def run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear pipeline reads best
+def run(args: argparse.Namespace) -> int:
     """Run ``deepmargin detect`` with parsed arguments; return the exit status (0 on success)."""
-    from tqdm.auto import tqdm
-
-    from ..metrics import MarginPValues, detection_scores, threshold_at_fpr
-    from ..reports.histograms import DEFAULT_TITLES, save_margin_histograms, write_panel_margins
-    from ..reports.margins import write_rows_atomic
+    from ..experiments.detection import detect_checkpoint
+    from ..reports.detection import write_detection
     from ..reports.tables import format_table
     from ..training.optim import seed_everything
-    from ..training.records import write_json
 
     start = time.perf_counter()
-    progress = bool(args.progress or sys.stderr.isatty())
     seed_everything(args.seed)
-    eps = list(dict.fromkeys(args.eps))
-    attack_names = list(dict.fromkeys(args.attacks))
+    detected = detect_checkpoint(
+        args.checkpoint, source=args.source, attacks=args.attacks, eps=args.eps, norm=args.norm, steps=args.steps,
+        step_size=args.step_size, fpr=args.fpr, per_class=args.per_class, max_components=args.max_components,
+        reg_covar=args.reg_covar, n=args.n, batch_size=args.batch_size, seed=args.seed, dataset=args.dataset,
+        data_root=args.data_root, device=args.device, progress=bool(args.progress or sys.stderr.isatty()),
+    )
+    written = write_detection(detected, args.out, plot=args.plot)
 
-    paths = [args.checkpoint, *([args.source] if args.source is not None else [])]
-    loaded, metas = load_checkpoints(paths, args.device)
-    name = list(loaded)[0]
-    model, meta = loaded[name], metas[name]
-    source_name = list(loaded)[1] if args.source is not None else None
-    source = loaded[source_name] if source_name is not None else None
-    if source is not None and args.dataset is None:
-        datasets = {n: (m.get("config") or {}).get("dataset") for n, m in metas.items()}
-        if len(set(datasets.values())) != 1:
-            raise ValueError(
-                f"The checkpoints of deepmargin detect (CKPT and --source) must record the same dataset in "
-                f"config['dataset']. Got {datasets} instead."
-            )
-    bundle = load_training_bundle(meta, dataset=args.dataset, data_root=args.data_root)
-    for n_, m_ in metas.items():
-        _check_fits(n_, m_, bundle)
-    bounds = tuple(float(b) for b in bundle.bounds) if bundle.bounds is not None else (-math.inf, math.inf)
-    rectify, mu = _margin_settings(meta)
-    device = torch.device(args.device)
-
-    # 1. fit on the correctly classified training samples (true-class margins, labels as trained)
-    x_train, y_train = bundle.train.x.to(device), bundle.train.y.to(device)
-    if x_train.shape[0] == 0:
-        raise ValueError(f"The training split of {bundle.name!r} is empty; nothing to fit.")
-    train_logits = _logits(model, x_train, args.batch_size)
-    train_margins = _margins(train_logits, y_train, rectify)
-    y_train_np = y_train.cpu().numpy()
-    correct = (_decisions(train_logits, rectify) == y_train_np) & (train_margins > 0)
-    if args.per_class:
-        counts = np.bincount(y_train_np[correct], minlength=bundle.num_classes)
-        few = [k for k in range(bundle.num_classes) if counts[k] < 2]
-        if few:
-            raise ValueError(
-                f"The per-class fit of deepmargin detect needs at least 2 correctly classified training samples of "
-                f"every class. Got {', '.join(f'{counts[k]} for class {k}' for k in few)} instead; "
-                "train the model further or use --pooled."
-            )
-    estimator = MarginPValues(per_class=args.per_class, max_components=args.max_components, random_state=args.seed,
-                              reg_covar=args.reg_covar)
-    estimator.fit(train_margins[correct], y_train_np[correct] if args.per_class else None)
-
-    # 2. threshold on clean held-out data; evaluation set disjoint from it
-    x_test, y_test = bundle.test.x.to(device), bundle.test.y.to(device)
-    if len(bundle.val) > 0:
-        calibration = "val"
-        x_cal = bundle.val.x.to(device)
-    else:
-        if x_test.shape[0] < 2:
-            raise ValueError(f"The test split of {bundle.name!r} is too small to hold out a calibration half.")
-        calibration = "test-first-half"
-        half = x_test.shape[0] // 2
-        x_cal, x_test, y_test = x_test[:half], x_test[half:], y_test[half:]
-    if args.n is not None:
-        x_test, y_test = x_test[: args.n], y_test[: args.n]
-    if x_test.shape[0] == 0:
-        raise ValueError(f"The test split of {bundle.name!r} is empty; nothing to evaluate.")
-    p_cal = _own_pvalues(estimator, _logits(model, x_cal, args.batch_size), rectify)
-    threshold = threshold_at_fpr(p_cal, args.fpr)
-    fpr_cal = float((p_cal < threshold).mean())
-    logger.info("threshold %.4g set on %d %s inputs (FPR %.4f)", threshold, len(p_cal), calibration, fpr_cal)
-
-    test_logits = _logits(model, x_test, args.batch_size)
-    p_clean = _own_pvalues(estimator, test_logits, rectify)
-    y_test_np = y_test.cpu().numpy()
-    clean_accuracy = float((_decisions(test_logits, rectify) == y_test_np).mean())
-    _check_models({n_: m_ for n_, m_ in loaded.items()}, x_test[: args.batch_size], y_test[: args.batch_size])
-
-    # 3. attacks: white-box on CKPT, transferred from --source
-    boxes = [("white", model, None), *([("transfer", source, source_name)] if source is not None else [])]
-    nonzero = [e for e in eps if e > 0]
-    hist_eps = nonzero[0] if nonzero else eps[0]
-    hist_box = "transfer" if source is not None else "white"
-    common = {"fpr_target": args.fpr, "threshold": threshold, "fpr_calibration": fpr_cal, "calibration": calibration,
-              "n_calibration": int(len(p_cal)), "per_class": bool(args.per_class), "dataset": bundle.name,
-              "checkpoint": str(args.checkpoint)}
-    rows: list[dict[str, Any]] = []
-    attacked_margins = None
-    jobs = [(a, box) for a in attack_names for box in boxes]
-    if "fgsm" not in attack_names:
-        jobs.append(("fgsm-histogram", next(b for b in boxes if b[0] == hist_box)))
-    for attack_name, (box, crafter, src_name) in tqdm(jobs, desc="detect", disable=not progress, leave=False,
-                                                      file=sys.stderr):
-        histogram_only = attack_name == "fgsm-histogram"
-        attack = _build_attack("fgsm" if histogram_only else attack_name, args, bounds)
-        radii = [hist_eps] if histogram_only else eps
-        advs = _craft(attack, crafter, x_test, y_test, radii, args.batch_size, args.seed)
-        for e, x_adv in zip(radii, advs):
-            adv_logits = _logits(model, x_adv, args.batch_size)
-            p_adv = _own_pvalues(estimator, adv_logits, rectify)
-            if (attack_name in ("fgsm", "fgsm-histogram")) and box == hist_box and e == hist_eps:
-                attacked_margins = _margins(adv_logits, None, rectify)
-            if histogram_only:
-                continue
-            fooled = _decisions(adv_logits, rectify) != y_test_np
-            scores = detection_scores(p_clean, p_adv, threshold)
-            fooled_scores = detection_scores(p_clean, p_adv[fooled], threshold) if fooled.any() else None
-            rows.append({
-                "model": name, "box": box, "source": src_name, "attack": attack_name, "norm": args.norm, "eps": e,
-                "seed": args.seed, "n": int(len(y_test_np)), "clean_accuracy": clean_accuracy,
-                "accuracy": float((~fooled).mean()), "auc": scores["auc"], "tpr": scores["tpr"],
-                "fpr_test": scores["fpr"], "n_fooled": int(fooled.sum()),
-                "auc_fooled": fooled_scores["auc"] if fooled_scores else None,
-                "tpr_fooled": fooled_scores["tpr"] if fooled_scores else None,
-                **common,
-            })
-
-    # 4. write
-    out = Path(args.out)
-    written = [
-        write_rows_atomic(out / "rows.csv", rows, fieldnames=DETECT_FIELDS),
-        write_rows_atomic(out / "rows.jsonl", [{k: r.get(k) for k in DETECT_FIELDS} for r in rows]),
-    ]
-    mixture = {
-        "checkpoint": str(args.checkpoint), "dataset": bundle.name, "rectify": rectify, "mu": mu,
-        "n_train": int(len(y_train_np)), "n_train_fitted": int(correct.sum()),
-        "threshold": threshold, "fpr": args.fpr, "calibration": calibration, "n_calibration": int(len(p_cal)),
-        "fpr_calibration": fpr_cal, "fit": estimator.to_dict(),
-    }
-    written.append(write_json(out / "mixture.json", mixture))
-    panels = {
-        "train": train_margins,
-        "heldout": _margins(test_logits, y_test, rectify),
-        "test": _margins(test_logits, None, rectify),
-        "attacked": attacked_margins,
-    }
-    written.append(write_panel_margins(out / "margins.csv", **panels))
-    if args.plot:
-        where = f"transferred from {source_name}" if hist_box == "transfer" else "white-box"
-        titles = {"attacked": f"(d) FGSM eps={hist_eps:g}, {where}"}
-        written.append(save_margin_histograms(
-            out / "margin_histograms.png", **panels, titles={**DEFAULT_TITLES, **titles}, mu=mu,
-            title=f"{name} on {bundle.name}: output margins",
-        ))
-    config = {
-        "command": "detect",
-        "checkpoint": str(args.checkpoint),
-        "source": args.source,
-        "dataset": bundle.name,
-        "data_root": args.data_root if args.data_root is not None else (meta.get("config") or {}).get("data_root"),
-        "n": int(len(y_test_np)),
-        "bounds": list(bounds),
-        "attacks": attack_names,
-        "eps": eps,
-        "norm": args.norm,
-        "steps": args.steps,
-        "step_size": args.step_size,
-        "fpr": args.fpr,
-        "per_class": bool(args.per_class),
-        "max_components": args.max_components,
-        "reg_covar": args.reg_covar,
-        "calibration": calibration,
-        "histogram": {"attack": "fgsm", "eps": hist_eps, "box": hist_box},
-        "rectify": rectify,
-        "mu": mu,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "device": str(args.device),
-        "attack_objects": {a: repr(_build_attack(a, args, bounds)) for a in attack_names},
-        "torch_version": torch.__version__,
-    }
-    written.append(write_json(out / "config.json", config))
-
+    result = detected.result
     table = [
         {"box": r["box"] if r["box"] == "white" else f"from {r['source']}", "attack": r["attack"], "eps": r["eps"],
          "acc": r["accuracy"], "AUC": r["auc"], f"TPR@{args.fpr:g}": r["tpr"], "FPR test": r["fpr_test"],
          "AUC fooled": r["auc_fooled"]}
-        for r in rows
+        for r in result.rows
     ]
-    print(f"{name}: clean accuracy {clean_accuracy:.4f}; threshold p < {threshold:.4g} "
-          f"(FPR {fpr_cal:.4f} on {len(p_cal)} {calibration} inputs)")
+    print(f"{detected.name}: clean accuracy {result.clean_accuracy:.4f}; threshold p < {result.threshold:.4g} "
+          f"(FPR {result.fpr_calibration:.4f} on {result.n_calibration} {result.calibration} inputs)")
     print(format_table(table))
     print("wrote " + ", ".join(str(p) for p in written))
     logger.info("deepmargin detect finished in %.1f s", time.perf_counter() - start)

@@ -95,12 +95,11 @@ def evaluate_compare(model, source, bundle, spec: Mapping[str, Any], base: Mappi
         spec: the cell's settings (``eps_l2``, ``eps_linf``, ``fpr``, ``attack_n``, ``device``).
         base: the row fields every row shares (study, dataset, loss, seed, hp, run, ...).
     """
-    import numpy as np
     import torch
 
-    from ..attacks import FGSM, FMN, IFGSM, DeepFool
-    from ..metrics import distance_summary, lipschitz_upper_bound, logit_margins, purity_radius, rho_adv
-    from ..metrics.pvalues import MarginPValues, detection_scores, threshold_at_fpr
+    from ..attacks.factory import build_attack
+    from ..metrics import distance_summary, lipschitz_upper_bound, purity_radius, rho_adv
+    from .detection import run_detection
 
     device = torch.device(spec["device"])
     x, y = bundle.test.x, bundle.test.y
@@ -124,17 +123,24 @@ def evaluate_compare(model, source, bundle, spec: Mapping[str, Any], base: Mappi
             return float((m(inputs).argmax(dim=1) == y).float().mean())
 
     attack_bounds = bounds if finite else (-1e6, 1e6)
-    rho = rho_adv(model, x, y, attack=DeepFool(bounds=attack_bounds))
+    rho = rho_adv(model, x, y, attack=build_attack("deepfool", norm="l2", bounds=attack_bounds))
     add("deepfool", "rho_adv", rho["rho_adv"])
-    for norm, eps, name in ((2.0, eps_l2, "fmn-l2"), (math.inf, eps_linf, "fmn-linf")):
-        summary = distance_summary(model, x, y, norm=norm, eps=[eps], attack=FMN(norm=norm, bounds=attack_bounds))
+    for norm, eps, name in (("l2", eps_l2, "fmn-l2"), ("linf", eps_linf, "fmn-linf")):
+        attack = build_attack("fmn", norm=norm, bounds=attack_bounds)
+        summary = distance_summary(model, x, y, norm=attack.norm, eps=[eps], attack=attack)
         add(name, "median_distance", summary["median_distance"])
         add(name, "error_at_eps", summary["error"][0], eps=eps)
-    steps = None if finite else 10
-    ifgsm = IFGSM(eps=eps_linf, bounds=attack_bounds, steps=steps)
+    ifgsm = build_attack("ifgsm", norm="linf", eps=eps_linf, bounds=attack_bounds, steps=None if finite else 10)
     add("ifgsm", "accuracy", accuracy(model, ifgsm(model, x, y)), eps=eps_linf)
     add("ifgsm", "accuracy", accuracy(model, ifgsm(source, x, y)), eps=eps_linf, box="black", source_name="ce")
-    x_fgsm = FGSM(eps=eps_linf, bounds=attack_bounds)(source, x, y)  # every test sample, as their Table I
+    # margin p-values flagging FGSM transferred from ce, crafted on every test sample at once, as their Table I
+    detection = run_detection(
+        model, bundle, attacks={"fgsm": build_attack("fgsm", norm="linf", eps=eps_linf, bounds=attack_bounds)},
+        eps=[eps_linf], source=source, source_name="ce", white_box=False, fpr=fpr, per_class="auto",
+        n=spec.get("attack_n"), batch_size=512, attack_batch_size=max(1, len(bundle.test)), seed=0, check=False,
+        histogram=False, keep_adversarial=True, device=device,
+    )
+    x_fgsm = detection.adversarial[("transfer", "fgsm", eps_linf)]
     add("fgsm", "accuracy", accuracy(model, x_fgsm), eps=eps_linf, box="black", source_name="ce")
 
     shape = tuple(x.shape[1:])
@@ -143,29 +149,10 @@ def evaluate_compare(model, source, bundle, spec: Mapping[str, Any], base: Mappi
         add(f"purity-{theorem}", "lipschitz", bound)
         add(f"purity-{theorem}", "median_radius", _median(purity_radius(model, x, lipschitz=bound, theorem=theorem).cpu()))
 
-    def margins(split_x, split_y=None):
-        with torch.no_grad():
-            logits = torch.cat([model(chunk) for chunk in split_x.to(device).split(512)])
-        decided = logits.argmax(dim=1)
-        return logit_margins(logits).cpu().numpy(), decided.cpu().numpy(), (decided.cpu() == split_y).numpy() if split_y is not None else None
-
-    m_train, c_train, ok = margins(bundle.train.x, bundle.train.y)
-    keep = ok & (m_train > 0)
-    m_val, c_val, _ = margins(bundle.val.x)
-    m_test, c_test, _ = margins(x)
-    m_adv, c_adv, _ = margins(x_fgsm)
-    counts = {int(c): int((c_train[keep] == c).sum()) for c in set(c_train[keep].tolist())}
-    fitted = {c for c, n in counts.items() if n >= 2}
-    decided = set(c_val.tolist()) | set(c_test.tolist()) | set(c_adv.tolist())
-    per_class = decided <= fitted  # else one pooled mixture (a decided class without training margins to fit)
-    if per_class:
-        keep &= np.isin(c_train, sorted(fitted))
-    estimator = MarginPValues(per_class=per_class, random_state=0).fit(m_train[keep], c_train[keep] if per_class else None)
-    add("detect", "per_class", float(per_class), eps=eps_linf, box=f"fpr{fpr:g}", source_name="ce")
-    threshold = threshold_at_fpr(estimator.pvalues(m_val, c_val), fpr)  # set on clean held-out data
-    scores = detection_scores(estimator.pvalues(m_test, c_test), estimator.pvalues(m_adv, c_adv), threshold)
-    add("detect", "auc", scores["auc"], eps=eps_linf, box=f"fpr{fpr:g}", source_name="ce")
-    add("detect", "tpr_at_fpr", scores["tpr"], eps=eps_linf, box=f"fpr{fpr:g}", source_name="ce")
+    row = detection.rows[0]
+    add("detect", "per_class", float(detection.per_class), eps=eps_linf, box=f"fpr{fpr:g}", source_name="ce")
+    add("detect", "auc", row["auc"], eps=eps_linf, box=f"fpr{fpr:g}", source_name="ce")
+    add("detect", "tpr_at_fpr", row["tpr"], eps=eps_linf, box=f"fpr{fpr:g}", source_name="ce")
     return rows
 
 
