@@ -14,6 +14,10 @@ A run directory holds::
     results.json    summary: test accuracy of the last model and of best.pt, which criterion chose
                     best.pt (``best_selected_by``: ``"val_acc"`` or ``"train_acc"``), ...
 
+One process trains into a run directory at a time: :func:`train` holds an exclusive lock on it
+(:mod:`.lock`; under ``torchrun`` rank 0 holds it) from its start to its end, exceptions included,
+and a second process is refused at once.
+
 Starting :func:`train` again with the same directory continues from ``last.pt`` when the
 configuration matches (and refuses when it does not). The keys of
 :data:`~deepmargin.training.config.RESUME_FREE_KEYS` (device, eval batch size, data folder, val_loss) may
@@ -89,6 +93,7 @@ from .augment import check_augmentable
 from .checkpoint import CheckpointSaver, save_checkpoint
 from .config import RESUME_FREE_KEYS, TrainConfig, config_differences, resolve_device
 from .hooks import EpochHook, ReweightingRounds, build_hooks
+from .lock import RunFolderBusyError, RunFolderLock
 from .meters import EpochMeter, EpochTotals
 from .objective import Objective, build_objective
 from .optim import build_optimizer, build_scheduler, derive_seed, seed_everything
@@ -333,6 +338,8 @@ def train(
             available here, ``resume=True`` with ``overwrite=True``, or ``batch_size=1`` for a
             model with batch norm.
         FileExistsError: ``resume=False`` and ``out_dir`` holds a run, without ``overwrite``.
+        RunFolderBusyError: another process is training into ``out_dir`` (an ``OSError``; the folder
+            is held, by rank 0 under ``torchrun``, for the whole run: :mod:`.lock`).
         FloatingPointError: the training loss became NaN or infinite.
 
     Example:
@@ -346,6 +353,39 @@ def train(
     if ctx.enabled and config.batch_size < ctx.world_size:
         raise ValueError(f"The 'batch_size' parameter of TrainConfig must be at least the {ctx.world_size} processes "
                          f"(it is the global batch, split over them). Got {config.batch_size} instead.")
+    out = Path(out_dir) if out_dir is not None else None
+    lock = _lock_run_folder(out, ctx, device)
+    try:
+        return _train(config, out, ctx, device, resume=resume, overwrite=overwrite, progress=progress, data=data,
+                      verbose=verbose)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_run_folder(out: Path | None, ctx: distributed.DistContext, device: torch.device) -> RunFolderLock | None:
+    """Hold the run folder for this run (rank 0 locks it; every rank fails when it cannot)."""
+    if out is None:
+        return None
+    lock, busy = None, None
+    if ctx.is_main:
+        try:
+            lock = RunFolderLock(out).acquire()
+        except RunFolderBusyError as exc:
+            busy = exc
+    if distributed.any_rank(busy is not None, device, ctx):
+        raise busy if busy is not None else RunFolderBusyError(
+            f"Run folder {str(out)!r} is in use by another training process (rank 0 could not lock it). Wait for "
+            "that run to finish (or stop it), or train into another folder (--out)."
+        )
+    return lock
+
+
+def _train(
+    config: TrainConfig, out: Path | None, ctx: distributed.DistContext, device: torch.device, *,
+    resume: bool | None, overwrite: bool, progress: bool | None, data: Any | None, verbose: bool,
+) -> TrainResult:
+    """The body of :func:`train`, with its arguments checked and the run folder held."""
     bundle = data if data is not None else _load_data(config)
     check_augmentable(bundle.input_shape, config.augment, dataset=f"dataset {bundle.name!r}")
 
@@ -358,7 +398,6 @@ def train(
         config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = build_scheduler(config.lr_schedule, optimizer, epochs=config.epochs, decay=config.lr_decay, step=config.lr_step)
-    out = Path(out_dir) if out_dir is not None else None
     main = ctx.is_main  # only rank 0 writes
     saver = CheckpointSaver(
         out, model=model, model_name=config.model, model_kwargs=model_kwargs, config=resolved, optimizer=optimizer,
