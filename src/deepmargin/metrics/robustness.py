@@ -23,11 +23,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..attacks.deepfool import NORMS, DeepFool
+from ..attacks.minnorm import FMN, check_eps, check_logits, flat_norm
 from ..capture.modes import eval_mode
 from ..checks import check_choice, check_inputs, check_int, check_x, parse_norm
 from ..losses.large_margin import linearized_margin
-from ..attacks.deepfool import NORMS, DeepFool
-from ..attacks.minnorm import FMN, check_eps, check_logits, flat_norm
 
 __all__ = [
     "rho_adv",
