@@ -143,3 +143,49 @@ def test_the_folder_is_held_while_training_and_released_after_success_and_errors
     assert not (run / ".lock").exists()
     train(_tiny(), run, data=digits, verbose=False, overwrite=True)  # free again
 
+
+# ---------------------------------------------------------------------------------- 3. no checkpoint of non-finite weights
+
+def test_weights_gone_non_finite_are_never_saved_and_the_checkpoints_stay(digits, tmp_path, monkeypatch):
+    """The last step of epoch 2 sends a weight to NaN while its loss (computed before the update) is finite."""
+    steps = []
+    build = trainer_module.build_model
+
+    def breaking(*args, **kwargs):
+        model = build(*args, **kwargs)
+
+        def count(module, inputs):
+            if module.training:
+                steps.append(len(inputs[0]))
+                if len(steps) == 6:
+                    module.fc1.weight.register_hook(lambda g: torch.full_like(g, float("nan")))
+        model.register_forward_pre_hook(count)
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_model", breaking)
+    run = tmp_path / "run"
+    train(_tiny(batch_size=43, epochs=1), run, data=digits, verbose=False)  # 3 steps of 43
+    before = {name: (run / name).read_bytes() for name in ("best.pt", "last.pt")}
+    with pytest.raises(FloatingPointError, match=r"after epoch 2 are not finite: 'fc1\.weight'"):
+        train(_tiny(batch_size=43, epochs=2), run, data=digits, verbose=False, resume=True)
+    assert steps == [43] * 6
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
+def test_the_saver_names_the_first_non_finite_tensor_and_keeps_its_files(tmp_path):
+    from deepmargin.models import build_model
+    from deepmargin.training.checkpoint import CheckpointSaver
+
+    kw = {"num_classes": 3, "input_shape": [4], "hidden_sizes": [5]}
+    model = build_model("mlp", **kw)
+    saver = CheckpointSaver(tmp_path, model=model, model_name="mlp", model_kwargs=kw, config={},
+                            optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    saver.update(1, {"val_acc": 0.5}, history=[])
+    before = {name: (tmp_path / name).read_bytes() for name in ("best.pt", "last.pt")}
+    best = {k: v.clone() for k, v in saver.best_state.items()}
+    with torch.no_grad():
+        model.fc2.bias[1] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"after epoch 2 are not finite: 'fc2\.bias'"):
+        saver.update(2, {"val_acc": 0.9}, history=[])
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert saver.best_epoch == 1 and all(torch.equal(best[k], saver.best_state[k]) for k in best)

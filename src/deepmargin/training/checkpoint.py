@@ -253,6 +253,10 @@ class CheckpointSaver:
         {"last": row, "history": [rows], "best_epoch": int, "best_val_acc": float | None,
          "best_score": float, "best_selected_by": str, "stopped": str | None}
 
+    Weights that are no longer finite (NaN or infinite in any floating tensor of the state dict,
+    buffers included) are never kept or written: :meth:`update` raises a FloatingPointError naming
+    the first such tensor and leaves the files (and :attr:`best_state`) as they were.
+
     To resume, :meth:`read_last` loads ``last.pt`` and :meth:`restore` puts its states back into
     the model, optimiser and scheduler and takes the best epoch's score from its metadata and its
     weights from ``best.pt``.
@@ -372,12 +376,24 @@ class CheckpointSaver:
             history: every completed epoch's row, stored in the metadata.
             stopped: why training ends early (``None``: it does not), stored in the metadata.
             extra: training-state tensors for ``last.pt`` (``extra`` of :func:`save_checkpoint`).
+
+        Raises:
+            FloatingPointError: a floating tensor of the model's state is NaN or infinite (nothing saved).
         """
+        state = self.model.state_dict()
+        bad = first_non_finite(state)
+        if bad is not None:
+            kept = f"; the checkpoints in {str(self.out_dir)!r} are left as they were" if self.write else ""
+            raise FloatingPointError(
+                f"The weights after epoch {epoch} are not finite: {bad!r} holds NaN or infinite values. They are not "
+                f"saved (neither as best.pt nor as last.pt){kept}. Lower the learning rate, set grad_clip "
+                "(--grad-clip), or cap the margin penalty with alpha (--alpha)."
+            )
         score = row[self.selected_by]
         improved = score > self.best_score
         if improved:
             self.best_score, self.best_epoch, self.best_val_acc = score, epoch, row.get("val_acc")
-            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.best_state = copy.deepcopy(state)
         if self.write:
             meta = {
                 "last": row, "history": history, "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc,
@@ -389,6 +405,26 @@ class CheckpointSaver:
                 self._save(self.best_path, **common)
             self._save(self.last_path, optimizer=self.optimizer, scheduler=self.scheduler, extra=extra or {}, **common)
         return improved
+
+
+def first_non_finite(state: Mapping[str, Any]) -> str | None:
+    """The name of the first floating tensor of ``state`` holding a NaN or an infinity (``None``: all finite).
+
+    One device-to-host transfer when every tensor is finite.
+
+    Example:
+        >>> first_non_finite({"w": torch.ones(2), "b": torch.tensor([0.0, float("nan")]), "n": torch.tensor(3)})
+        'b'
+    """
+    names = [k for k, v in state.items() if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())]
+    if not names:
+        return None
+    flags = [torch.isfinite(state[k]).all() for k in names]
+    device = flags[0].device
+    finite = torch.stack([f.to(device) for f in flags])
+    if bool(finite.all()):
+        return None
+    return names[int((~finite).nonzero()[0, 0])]
 
 
 def _first_tensor_device(state: Mapping[str, Any]) -> torch.device | None:
