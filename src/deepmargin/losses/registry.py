@@ -29,6 +29,8 @@ from typing import Any
 
 from torch import nn
 
+from ..checks import parse_norm
+
 __all__ = ["LOSS_REGISTRY", "LossOption", "LossSpec", "as_norm", "int_at_least_0", "int_at_least_1", "loss_options_of",
            "loss_spec", "nonneg_float", "norm_choice", "one_of", "positive_float", "register_loss",
            "resolve_loss_options", "true_or_false", "unregister_loss"]
@@ -60,13 +62,12 @@ def int_at_least_1(value: Any) -> int | None:
 
 def norm_choice(value: Any) -> float | str | None:
     """1, 2 or ``"inf"`` (also ``math.inf``, ``"linf"``), or None."""
-    if isinstance(value, str) and value.strip().lower() in ("inf", "linf"):
-        return "inf"
-    if _real(value) and math.isinf(float(value)):
-        return "inf"
-    if _real(value) and float(value) in (1.0, 2.0):
-        return int(value)
-    return None
+    try:
+        p, _ = parse_norm(value.strip() if isinstance(value, str) else value, "norm", "norm_choice",
+                          allowed=(1.0, 2.0, math.inf))
+    except (TypeError, ValueError):
+        return None
+    return "inf" if math.isinf(p) else int(p)
 
 
 def true_or_false(value: Any) -> bool | None:

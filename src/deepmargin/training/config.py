@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from ..checks import parse_norm as _parse_norm
+
 #: The losses whose options are flat TrainConfig fields (configurations written before the loss
 #: registry); every loss, these included, is an entry of :data:`deepmargin.losses.LOSS_REGISTRY`.
 LOSSES = ("ce", "hinge", "margin")
@@ -125,19 +127,16 @@ def resolve_device(
 
 
 def parse_norm(norm: object) -> float:
-    """Parse a norm ``p`` given as a number or ``'inf'`` into a float >= 1 (``math.inf`` allowed)."""
+    """Parse a norm ``p`` given as a number, a numeric string or ``'inf'`` into a float >= 1 (``math.inf`` allowed)."""
     value = norm
     if isinstance(norm, str):
         text = norm.strip().lower()
-        if text in ("inf", "linf", "infinity"):
-            return math.inf
+        value = "inf" if text == "infinity" else text
         try:
             value = float(text)
         except ValueError:
-            raise _err("norm", "a real number p >= 1 or 'inf'", norm) from None
-    if not _is_real(value) or float(value) < 1:
-        raise _err("norm", "a real number p >= 1 or 'inf'", norm)
-    return float(value)
+            pass
+    return _parse_norm(value, "norm", _OWNER, expected="a real number p >= 1 or 'inf'", type_exc=ValueError)[0]
 
 
 @dataclass
