@@ -189,3 +189,39 @@ def test_the_saver_names_the_first_non_finite_tensor_and_keeps_its_files(tmp_pat
         saver.update(2, {"val_acc": 0.9}, history=[])
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
     assert saver.best_epoch == 1 and all(torch.equal(best[k], saver.best_state[k]) for k in best)
+
+
+# ---------------------------------------------------------------------------------- 4. --resume without a run, --out ""
+
+def test_resume_on_a_folder_without_a_run_is_an_error(digits, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match=rf"Nothing to resume in {re.escape(repr(str(run)))}: no last\.pt\. Drop --resume"):
+        train(_tiny(), run, data=digits, verbose=False, resume=True)
+    assert not run.exists()  # nothing left behind
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(FileNotFoundError, match="Nothing to resume"):
+        train(_tiny(), run, data=digits, verbose=False, resume=True)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_the_cli_says_there_is_nothing_to_resume(tmp_path, capsys):
+    code = main(["-q", "train", "--model", "mlp", "--train-fraction", "0.1", "--epochs", "1", "--out",
+                 str(tmp_path / "run"), "--resume"])
+    assert code == 2
+    assert "deepmargin train: error: Nothing to resume in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["", " ", ".", "./"])
+def test_an_empty_out_dir_is_refused_before_anything_is_written(digits, tmp_path, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"The 'out_dir' parameter of train must be a run folder's path, not empty"):
+        train(_tiny(), out, data=digits, verbose=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_refuses_an_empty_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "train", "--model", "mlp", "--train-fraction", "0.1", "--epochs", "1", "--out", ""]) == 2
+    assert "deepmargin train: error: The 'out_dir' parameter of train must be" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -24,7 +24,8 @@ configuration matches (and refuses when it does not). The keys of
 change. With ``resume=True`` (``--resume``), ``epochs`` may change too: a finished or interrupted
 run continues to the new count (not below the epochs already completed), giving the same numbers
 as a run started with that count, except with the cosine schedule, whose learning rates depend on
-``epochs`` (refused). The default ``resume=None`` only picks up a run with the same ``epochs``.
+``epochs`` (refused). The default ``resume=None`` only picks up a run with the same ``epochs``
+(and starts a new run where there is none); ``resume=True`` on a folder without ``last.pt`` is an error.
 Every epoch reseeds torch, numpy and ``random`` from ``(seed, epoch)`` and shuffles with its own
 generator, so a resumed run gives the same numbers as an uninterrupted one.
 
@@ -314,9 +315,10 @@ def train(
 
     Args:
         config: the run configuration.
-        out_dir: run directory for config, metrics and checkpoints (``None``: write nothing).
+        out_dir: run directory for config, metrics and checkpoints (``None``: write nothing; an
+            empty path, or one naming the working directory itself, ``"."``, is refused).
         resume: ``None`` (default) continues from ``out_dir/last.pt`` if it exists and its
-            configuration matches; ``True`` the same, but says so when there is nothing to resume;
+            configuration matches; ``True`` the same, but refuses a folder with nothing to resume;
             ``False`` refuses an ``out_dir`` that already holds a run unless ``overwrite``.
             A resumed run may change the keys of ``RESUME_FREE_KEYS``; with ``resume=True`` also
             ``epochs``, to continue the run to a new epoch count (not with the cosine schedule;
@@ -338,6 +340,7 @@ def train(
             available here, ``resume=True`` with ``overwrite=True``, or ``batch_size=1`` for a
             model with batch norm.
         FileExistsError: ``resume=False`` and ``out_dir`` holds a run, without ``overwrite``.
+        FileNotFoundError: ``resume=True`` and ``out_dir`` holds no run (no ``last.pt``).
         RunFolderBusyError: another process is training into ``out_dir`` (an ``OSError``; the folder
             is held, by rank 0 under ``torchrun``, for the whole run: :mod:`.lock`).
         FloatingPointError: the training loss became NaN or infinite.
@@ -347,7 +350,7 @@ def train(
         >>> result.test_acc  # doctest: +SKIP
         0.93
     """
-    _check_train_arguments(config, resume, overwrite)
+    _check_train_arguments(config, resume, overwrite, out_dir)
     ctx = distributed.context()
     device = distributed.local_device(resolve_device(config.device), ctx)
     if ctx.enabled and config.batch_size < ctx.world_size:
@@ -466,7 +469,15 @@ def _train(
     return result
 
 
-def _check_train_arguments(config: Any, resume: Any, overwrite: Any) -> None:
+def _check_train_arguments(config: Any, resume: Any, overwrite: Any, out_dir: Any = None) -> None:
+    if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"The 'out_dir' parameter of train must be a path or None. Got {type(out_dir).__name__} instead.")
+    if out_dir is not None and (not os.fspath(out_dir).strip() or not Path(out_dir).parts):
+        raise ValueError(
+            "The 'out_dir' parameter of train must be a run folder's path, not empty nor the working directory "
+            f"itself (a run writes and deletes its files there), e.g. 'runs/x'; None writes nothing. Got {os.fspath(out_dir)!r} "
+            "instead."
+        )
     if not isinstance(config, TrainConfig):
         raise TypeError(f"The 'config' parameter of train must be a TrainConfig. Got {type(config).__name__} instead.")
     if resume not in (None, True, False):
@@ -695,7 +706,9 @@ def _open_run_dir(
             logger.info("resuming %s from epoch %d of %d", out, start_epoch, resolved["epochs"])
     else:
         if resume:
-            logger.warning("nothing to resume in %s (no last.pt); starting a new run", out)
+            raise FileNotFoundError(
+                f"Nothing to resume in {str(out)!r}: no last.pt. Drop --resume (resume=True) to start a new run there."
+            )
         if main:
             _clear_run_files(out)
     if main:
