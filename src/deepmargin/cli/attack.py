@@ -13,23 +13,15 @@ rows, plus transfer rows crafted on ``--source``), ``config.json`` (the resolved
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import sys
 import time
-import warnings
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..io import atomic_write_text, save_figure
-from ..training.optim import seed_everything
+from ..attacks.factory import ATTACK_NAMES as ATTACKS
+from ..experiments.attack_eval import DEFAULT_EPS, DEFAULT_SNR
 from ._common import (
     add_output_options,
-    load_checkpoints,
-    load_test_split,
     nonneg_float,
     norm_arg,
     positive_float,
@@ -40,11 +32,6 @@ from ._common import (
 logger = logging.getLogger(__name__)
 
 __all__ = ["add_parser", "run", "ATTACKS"]
-
-ATTACKS = ("fgsm", "ifgsm", "pgd", "deepfool", "fmn", "noise")
-_RANDOMISED = ("pgd", "noise")
-DEFAULT_EPS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
-DEFAULT_SNR = (40.0, 33.0, 25.0, 20.0, 15.0, 10.0)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -91,133 +78,33 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _build_attack(name: str, norm: str, args: argparse.Namespace, bounds: tuple[float, float], seed: int):
-    from .. import attacks
-
-    p = math.inf if norm == "linf" else 2.0
-    if name == "fgsm":
-        return attacks.FGSM(eps=0.0, norm=p, bounds=bounds, loss=args.loss)
-    if name == "ifgsm":
-        steps = args.steps
-        if steps is None and args.step_size is None and not math.isfinite(bounds[1] - bounds[0]):
-            steps = 10
-        return attacks.IFGSM(eps=0.0, norm=p, steps=steps, step_size=args.step_size, bounds=bounds, loss=args.loss)
-    if name == "pgd":
-        return attacks.PGD(
-            eps=0.0, norm=p, steps=args.steps or 40, step_size=args.step_size,
-            random_start=args.random_start, bounds=bounds, loss=args.loss, seed=seed,
-        )
-    if name == "deepfool":
-        return attacks.DeepFool(norm=p, steps=args.min_norm_steps or 50, overshoot=args.overshoot, bounds=bounds)
-    if name == "fmn":
-        return attacks.FMN(norm=p, steps=args.min_norm_steps or 100, bounds=bounds)
-    if args.noise_mode == "std":
-        return attacks.GaussianNoise(std=0.0, bounds=bounds, seed=seed)
-    return attacks.GaussianNoise(snr=math.inf, bounds=bounds, seed=seed)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``deepmargin attack`` with parsed arguments; return the exit status (0 on success)."""
-    from ..attacks import (
-        accuracy_vs_epsilon,
-        check_model,
-        warn_if_transfer_beats_whitebox,
-    )
-    from ..reports.robustness import plot_accuracy_vs_epsilon, write_rows
+    from ..experiments.attack_eval import attack_checkpoints
+    from ..reports.robustness import write_attack_run
+    from ..training.optim import seed_everything
 
     start = time.perf_counter()
-    progress = bool(args.progress or sys.stderr.isatty())
-    seeds = list(dict.fromkeys(args.seed))
-    seed_everything(seeds[0])
-
-    # the source is named with the models (parent/stem where stems repeat, e.g. ce/best vs margin/best)
-    loaded, all_metas = load_checkpoints([*args.checkpoints, *([args.source] if args.source else [])], args.device)
-    names = list(loaded)[: len(args.checkpoints)]
-    models = {name: loaded[name] for name in names}
-    source_name = list(loaded)[-1] if args.source is not None else None
-    source = loaded[source_name] if source_name is not None else None
-    x, y, bounds, dataset, root = load_test_split(
-        all_metas, command="attack", data_root=args.data_root, n=args.n, device=args.device, dataset=args.dataset
+    seed_everything(args.seed[0])
+    result = attack_checkpoints(
+        args.checkpoints, source=args.source, attacks=args.attacks, norms=args.norms, eps=args.eps,
+        eps_l2=args.eps_l2, noise_mode=args.noise_mode, noise_levels=args.noise_levels, steps=args.steps,
+        min_norm_steps=args.min_norm_steps, step_size=args.step_size, random_start=args.random_start,
+        loss=args.loss, overshoot=args.overshoot, n=args.n, batch_size=args.batch_size, seeds=args.seed,
+        dataset=args.dataset, data_root=args.data_root, device=args.device,
+        progress=bool(args.progress or sys.stderr.isatty()),
     )
-    logger.info("dataset %s: %d test inputs, bounds %s", dataset, len(y), bounds)
-
-    for name, model in [*models.items(), *([(source_name, source)] if source is not None else [])]:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            check_model(model, x[: args.batch_size], y[: args.batch_size])
-        for w in caught:
-            warnings.warn_explicit(f"[{name}] {w.message}", w.category, w.filename, w.lineno)
-
-    eps_by_norm = {"linf": list(args.eps), "l2": list(args.eps_l2 if args.eps_l2 is not None else args.eps)}
-    if args.noise_levels is not None:
-        noise_levels = list(args.noise_levels)
-    else:
-        noise_levels = list(args.eps) if args.noise_mode == "std" else list(DEFAULT_SNR)
-
-    rows: list[dict[str, Any]] = []
-    jobs = []
-    for attack_name in dict.fromkeys(args.attacks):
-        norms = [None] if attack_name == "noise" else list(dict.fromkeys(args.norms))
-        run_seeds = seeds if attack_name in _RANDOMISED and (attack_name != "pgd" or args.random_start) else seeds[:1]
-        for norm in norms:
-            for seed in run_seeds:
-                jobs.append((attack_name, norm, seed))
-    for attack_name, norm, seed in jobs:
-        attack = _build_attack(attack_name, norm or "linf", args, bounds, seed)
-        epsilons = noise_levels if attack_name == "noise" else eps_by_norm[norm]
-        seed_everything(seed)
-        rows += accuracy_vs_epsilon(
-            models, attack, x, y, epsilons, attack_name=attack_name,
-            batch_size=args.batch_size, seed=seed, progress=progress,
-        )
-        if source is not None and attack_name != "noise":
-            rows += accuracy_vs_epsilon(
-                models, attack, x, y, epsilons, source=source, source_name=source_name,
-                attack_name=attack_name, batch_size=args.batch_size, seed=seed, progress=progress,
-            )
-    warn_if_transfer_beats_whitebox(rows)
-
-    out = Path(args.out)
-    csv_path, jsonl_path = write_rows(rows, out)
-    config = {
-        "command": "attack",
-        "checkpoints": dict(zip(names, [str(p) for p in args.checkpoints])),
-        "source": args.source,
-        "dataset": dataset,
-        "data_root": root,
-        "n": len(y),
-        "bounds": list(bounds),
-        "attacks": list(dict.fromkeys(args.attacks)),
-        "norms": list(dict.fromkeys(args.norms)),
-        "eps": eps_by_norm,
-        "noise_mode": args.noise_mode,
-        "noise_levels": noise_levels,
-        "steps": args.steps,
-        "min_norm_steps": args.min_norm_steps,
-        "step_size": args.step_size,
-        "random_start": args.random_start,
-        "loss": args.loss,
-        "overshoot": args.overshoot,
-        "batch_size": args.batch_size,
-        "seeds": seeds,
-        "device": args.device,
-        "attack_objects": sorted({repr(_build_attack(a, n or "linf", args, bounds, s)) for a, n, s in jobs}),
-        "torch_version": torch.__version__,
-    }
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2, default=str) + "\n")
-    if args.plot:
-        fig = plot_accuracy_vs_epsilon(csv_path, title=f"{dataset}: accuracy under attack (n={len(y)})")
-        save_figure(fig, out / "accuracy_vs_eps.png", dpi=120)
+    written = write_attack_run(result, args.out, plot=args.plot)
 
     table = [
         (r["model"], r["attack"], r["norm"], r["setting"] if r["setting"] != "transfer" else f"from {r['source']}",
          f"{r['eps']:g}", "" if r["seed"] is None else str(r["seed"]), f"{r['accuracy']:.4f}")
-        for r in rows
+        for r in result.rows
     ]
     header = ("model", "attack", "norm", "setting", "eps", "seed", "accuracy")
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
     for line in [header, *table]:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
-    print(f"wrote {csv_path}, {jsonl_path}, {out / 'config.json'}" + (f", {out / 'accuracy_vs_eps.png'}" if args.plot else ""))
+    print("wrote " + ", ".join(str(p) for p in written))
     logger.info("deepmargin attack finished in %.1f s", time.perf_counter() - start)
     return 0

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from ..io import atomic_write, atomic_write_text
 
-__all__ = ["load_rows", "write_rows", "accuracy_table", "plot_accuracy_vs_epsilon", "ROW_FIELDS"]
+__all__ = ["load_rows", "write_rows", "write_attack_run", "write_robustness_run", "accuracy_table", "plot_accuracy_vs_epsilon", "ROW_FIELDS"]
 
 #: Column order of the CSV written by :func:`write_rows` (extra keys follow, sorted).
 ROW_FIELDS = ("model", "attack", "norm", "eps", "accuracy", "correct", "n", "seed", "setting", "source")
@@ -86,6 +86,50 @@ def write_rows(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str
     atomic_write(csv_path, write_csv)
     atomic_write_text(jsonl_path, "".join(json.dumps(dict(row), allow_nan=True) + "\n" for row in rows))
     return csv_path, jsonl_path
+
+
+def write_attack_run(run: Any, out_dir: str | os.PathLike[str], *, plot: bool = True) -> list[Path]:
+    """Write the files of ``deepmargin attack`` from an :class:`~deepmargin.experiments.attack_eval.AttackRun`.
+
+    ``rows.csv`` and ``rows.jsonl`` (:func:`write_rows`), ``config.json`` (the resolved
+    configuration) and, with ``plot``, ``accuracy_vs_eps.png`` drawn from ``rows.csv``. Returns the
+    paths in that order.
+    """
+    from ..io import save_figure
+
+    out = Path(out_dir)
+    csv_path, jsonl_path = write_rows(run.rows, out)
+    written = [csv_path, jsonl_path,
+               atomic_write_text(out / "config.json", json.dumps(run.config, indent=2, default=str) + "\n")]
+    if plot:
+        fig = plot_accuracy_vs_epsilon(csv_path, title=f"{run.dataset}: accuracy under attack (n={run.n})")
+        written.append(save_figure(fig, out / "accuracy_vs_eps.png", dpi=120))
+    return written
+
+
+def write_robustness_run(run: Any, out_dir: str | os.PathLike[str], *, plot: bool = True) -> list[Path]:
+    """Write the files of ``deepmargin robustness`` from a :class:`~deepmargin.experiments.robustness_eval.RobustnessRun`.
+
+    ``summary.csv`` / ``summary.jsonl`` (the summary rows), ``margins.csv`` (the per-input margin
+    report), with ``plot`` ``margin_histogram.png`` drawn from ``margins.csv``, and ``config.json``;
+    each atomically. Returns the paths in that order.
+    """
+    from ..experiments.robustness_eval import CERTIFIED_FIELDS, SUMMARY_FIELDS
+    from ..training.records import write_json
+    from .margins import MARGIN_FIELDS, plot_margin_histogram, write_rows_atomic
+
+    out = Path(out_dir)
+    written = [
+        write_rows_atomic(out / "summary.csv", run.summary_rows, fieldnames=SUMMARY_FIELDS),
+        write_rows_atomic(out / "summary.jsonl", run.summary_rows),
+        write_rows_atomic(out / "margins.csv", run.margin_rows, fieldnames=(*MARGIN_FIELDS, *CERTIFIED_FIELDS)),
+    ]
+    if plot:
+        fig = plot_margin_histogram(out / "margins.csv", title=f"{run.dataset}: distance to the boundary (n={run.n})")
+        written.append(atomic_write(out / "margin_histogram.png", lambda h: fig.savefig(h, format="png", dpi=120),
+                                    binary=True))
+    written.append(write_json(out / "config.json", run.config))
+    return written
 
 
 def _line_key(row: Mapping[str, Any]) -> tuple[str, str, str, str]:

@@ -1,0 +1,156 @@
+"""Accuracy of trained checkpoints under attack, for a list of epsilons (``deepmargin attack``).
+
+:func:`attack_checkpoints` reads the checkpoints and their test split
+(:mod:`~deepmargin.experiments.checkpoints`), builds each attack by name
+(:func:`~deepmargin.attacks.build_attack`) and returns tidy rows (one per model, attack, norm, eps
+and seed; white-box rows, plus transfer rows crafted on a source checkpoint) with the resolved
+configuration. :func:`deepmargin.reports.robustness.write_attack_run` writes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AttackRun", "DEFAULT_EPS", "DEFAULT_SNR", "attack_checkpoints", "attack_jobs"]
+
+#: Radii when none are given.
+DEFAULT_EPS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+#: Noise levels in dB for ``noise_mode='snr'`` when none are given.
+DEFAULT_SNR = (40.0, 33.0, 25.0, 20.0, 15.0, 10.0)
+
+
+@dataclass
+class AttackRun:
+    """Result of :func:`attack_checkpoints`: ``rows`` (:func:`~deepmargin.attacks.accuracy_vs_epsilon`'s),
+    ``config`` (what ``config.json`` records), the ``dataset`` name and ``n`` test inputs."""
+
+    rows: list[dict[str, Any]]
+    config: dict[str, Any]
+    dataset: str
+    n: int
+
+
+def attack_jobs(attacks: Sequence[str], norms: Sequence[str], seeds: Sequence[int], *, random_start: bool = True
+                ) -> list[tuple[str, str | None, int]]:
+    """``(attack, norm, seed)`` runs: every norm per attack (none for ``noise``); randomised attacks once per seed."""
+    from ..attacks.factory import RANDOMISED_ATTACKS
+
+    jobs = []
+    for attack_name in dict.fromkeys(attacks):
+        run_norms = [None] if attack_name == "noise" else list(dict.fromkeys(norms))
+        randomised = attack_name in RANDOMISED_ATTACKS and (attack_name != "pgd" or random_start)
+        for norm in run_norms:
+            for seed in (seeds if randomised else seeds[:1]):
+                jobs.append((attack_name, norm, seed))
+    return jobs
+
+
+def attack_checkpoints(
+    checkpoints: Sequence[str],
+    *,
+    source: str | None = None,
+    attacks: Sequence[str] = ("ifgsm",),
+    norms: Sequence[str] = ("linf",),
+    eps: Sequence[float] = DEFAULT_EPS,
+    eps_l2: Sequence[float] | None = None,
+    noise_mode: str = "std",
+    noise_levels: Sequence[float] | None = None,
+    steps: int | None = None,
+    min_norm_steps: int | None = None,
+    step_size: float | None = None,
+    random_start: bool = True,
+    loss: str = "ce",
+    overshoot: float = 0.02,
+    n: int | None = None,
+    batch_size: int = 256,
+    seeds: Sequence[int] = (0,),
+    dataset: str | None = None,
+    data_root: str | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> AttackRun:
+    """Accuracy of every checkpoint under every attack, norm, radius and seed (``deepmargin attack``).
+
+    All checkpoints are read before any attack runs; the reliability checks run on each model
+    (and the source) first. ``steps`` and ``step_size`` configure ``ifgsm``/``pgd``,
+    ``min_norm_steps`` ``deepfool``/``fmn``; ``eps`` are the l_inf radii (and the l_2 ones unless
+    ``eps_l2``), ``noise_levels`` the noise's (default: ``eps`` for std, :data:`DEFAULT_SNR` for
+    snr). Randomised attacks (PGD with a random start, noise) run once per seed; torch, numpy and
+    ``random`` are seeded with each run's seed. With ``source``, every attack but noise is also
+    crafted on it and transferred (rows with setting ``transfer``).
+    """
+    from ..attacks import accuracy_vs_epsilon, warn_if_transfer_beats_whitebox
+    from ..attacks.factory import MIN_NORM_ATTACKS, build_attack
+    from ..training.optim import seed_everything
+    from .checkpoints import check_models, load_checkpoints, load_test_split
+
+    seeds = list(dict.fromkeys(seeds))
+    # the source is named with the models (parent/stem where stems repeat, e.g. ce/best vs margin/best)
+    loaded, all_metas = load_checkpoints([*checkpoints, *([source] if source else [])], device)
+    names = list(loaded)[: len(checkpoints)]
+    models = {name: loaded[name] for name in names}
+    source_name = list(loaded)[-1] if source is not None else None
+    source_model = loaded[source_name] if source_name is not None else None
+    x, y, bounds, dataset, root = load_test_split(all_metas, command="attack", data_root=data_root, n=n, device=device,
+                                                  dataset=dataset)
+    logger.info("dataset %s: %d test inputs, bounds %s", dataset, len(y), bounds)
+    check_models({**models, **({source_name: source_model} if source_model is not None else {})},
+                 x[:batch_size], y[:batch_size])
+
+    eps_by_norm = {"linf": list(eps), "l2": list(eps_l2 if eps_l2 is not None else eps)}
+    if noise_levels is not None:
+        levels = list(noise_levels)
+    else:
+        levels = list(eps) if noise_mode == "std" else list(DEFAULT_SNR)
+
+    def attack(name: str, norm: str | None, seed: int) -> Any:
+        return build_attack(name, norm=norm or "linf", bounds=bounds,
+                            steps=min_norm_steps if name in MIN_NORM_ATTACKS else steps, step_size=step_size,
+                            random_start=random_start, loss=loss, overshoot=overshoot, noise_mode=noise_mode, seed=seed)
+
+    rows: list[dict[str, Any]] = []
+    jobs = attack_jobs(attacks, norms, seeds, random_start=random_start)
+    for attack_name, norm, seed in jobs:
+        current = attack(attack_name, norm, seed)
+        epsilons = levels if attack_name == "noise" else eps_by_norm[norm]
+        seed_everything(seed)
+        rows += accuracy_vs_epsilon(models, current, x, y, epsilons, attack_name=attack_name,
+                                    batch_size=batch_size, seed=seed, progress=progress)
+        if source_model is not None and attack_name != "noise":
+            rows += accuracy_vs_epsilon(models, current, x, y, epsilons, source=source_model, source_name=source_name,
+                                        attack_name=attack_name, batch_size=batch_size, seed=seed, progress=progress)
+    warn_if_transfer_beats_whitebox(rows)
+
+    config = {
+        "command": "attack",
+        "checkpoints": dict(zip(names, [str(p) for p in checkpoints])),
+        "source": source,
+        "dataset": dataset,
+        "data_root": root,
+        "n": len(y),
+        "bounds": list(bounds),
+        "attacks": list(dict.fromkeys(attacks)),
+        "norms": list(dict.fromkeys(norms)),
+        "eps": eps_by_norm,
+        "noise_mode": noise_mode,
+        "noise_levels": levels,
+        "steps": steps,
+        "min_norm_steps": min_norm_steps,
+        "step_size": step_size,
+        "random_start": random_start,
+        "loss": loss,
+        "overshoot": overshoot,
+        "batch_size": batch_size,
+        "seeds": seeds,
+        "device": device,
+        "attack_objects": sorted({repr(attack(a, norm_, s)) for a, norm_, s in jobs}),
+        "torch_version": torch.__version__,
+    }
+    return AttackRun(rows=rows, config=config, dataset=dataset, n=len(y))
