@@ -225,3 +225,43 @@ def test_the_cli_refuses_an_empty_out(tmp_path, monkeypatch, capsys):
     assert main(["-q", "train", "--model", "mlp", "--train-fraction", "0.1", "--epochs", "1", "--out", ""]) == 2
     assert "deepmargin train: error: The 'out_dir' parameter of train must be" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------- 5. each module keeps its own mode
+
+def _frozen_batch_norm_model(dtype=torch.float32):
+    from deepmargin.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mlp", num_classes=3, input_shape=[4], hidden_sizes=[8], batch_norm=True).to(dtype).train()
+    model.bn1.eval()  # statistics frozen while the rest trains
+    return model
+
+
+def _modes(model) -> dict[str, bool]:
+    return {name: m.training for name, m in model.named_modules()}
+
+
+def test_evaluate_split_restores_each_module_own_mode():
+    from deepmargin.training import build_objective, evaluate_split
+
+    model = _frozen_batch_norm_model()
+    before = _modes(model)
+    assert before["bn1"] is False and before["fc1"] is True
+    x, y = torch.randn(10, 4), torch.randint(0, 3, (10,))
+    evaluate_split(model, x, y, batch_size=4)
+    assert _modes(model) == before
+    objective = build_objective(TrainConfig(dataset="toy", loss="margin", gamma=1.0, model="mlp"), model)
+    evaluate_split(model, x, y, objective=objective, batch_size=4)
+    assert _modes(model) == before
+
+
+def test_the_denominator_refresh_restores_each_module_own_mode():
+    from deepmargin.training.denominators import DenominatorCache, margin_criterion
+
+    model = _frozen_batch_norm_model()
+    before = _modes(model)
+    criterion = margin_criterion(TrainConfig(dataset="toy", loss="margin", gamma=1.0, model="mlp"), model, ["input", "relu1"])
+    cache = DenominatorCache(criterion, criterion, every=1, num_samples=10)
+    cache.refresh(model, torch.randn(10, 4), torch.randint(0, 3, (10,)), batch_size=4)
+    assert _modes(model) == before

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..capture import eval_mode
 from .config import TrainConfig
 
 __all__ = ["CHECKPOINT_KEY", "DenominatorCache", "build_denominator_cache", "margin_criterion"]
@@ -128,7 +129,8 @@ class DenominatorCache:
     def refresh(self, model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int, ctx: Any = None) -> Tensor:
         """Recompute the table for all ``N`` samples ``(x, y)``, in eval mode, ``batch_size`` at a time.
 
-        The model's mode is restored afterwards; no random numbers are drawn.
+        Each module's own mode is restored afterwards (:func:`deepmargin.capture.eval_mode`); no
+        random numbers are drawn.
         """
         if len(y) != self.num_samples:
             raise ValueError(f"The 'y' parameter of DenominatorCache.refresh must hold the {self.num_samples} training "
@@ -137,9 +139,7 @@ class DenominatorCache:
         if distributed:
             self._sync_buffers(model, ctx)
         tic = time.perf_counter()
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             mine = torch.arange(self.num_samples, device=y.device)
             if distributed:
                 mine = mine[ctx.rank::ctx.world_size]
@@ -153,8 +153,6 @@ class DenominatorCache:
             if table is None:  # a rank without samples still takes part in the sum
                 part = self.refresh_criterion.rival_grad_norms(x[:1], y[:1]).float()
                 table = torch.zeros(self.num_samples, *part.shape[1:], dtype=part.dtype, device=part.device)
-        finally:
-            model.train(was_training)
         if distributed:
             import torch.distributed as dist
 

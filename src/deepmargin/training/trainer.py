@@ -88,6 +88,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..capture import eval_mode
 from ..models import build_model
 from . import distributed
 from .augment import check_augmentable
@@ -232,7 +233,7 @@ def evaluate_split(
 ) -> dict[str, float | None]:
     """Accuracy (and the mean objective when given) of ``model`` on ``(x, y)``, in eval mode.
 
-    The model's previous mode is restored afterwards. Returns ``{"loss": ..., "acc": ...}``
+    Each module's previous mode is restored afterwards (:func:`deepmargin.capture.eval_mode`). Returns ``{"loss": ..., "acc": ...}``
     (``None`` values for an empty split).
 
     Shape:
@@ -240,9 +241,7 @@ def evaluate_split(
     """
     if len(y) == 0:
         return {"loss": None, "acc": None}
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         if objective is None:
             return {"loss": None, "acc": _accuracy_only(model, x, y, batch_size)}
         total, correct = 0.0, 0
@@ -255,8 +254,6 @@ def evaluate_split(
             total += loss.detach().item() * idx.numel()
             correct += (logits.detach().argmax(dim=1) == y[idx]).sum().item()
         return {"loss": total / len(y), "acc": correct / len(y)}
-    finally:
-        model.train(was_training)
 
 
 def _show_progress(progress: bool | None) -> bool:
