@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 
 from ._common import positive_int, print_layer_table
 
@@ -33,9 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Build the model and print its layer table."""
     from ..models import build_model
-    from ..models.registry import _REGISTRY
+    from ..models.registry import default_input_shape
 
-    shape = tuple(args.input_shape) if args.input_shape else inspect.signature(_REGISTRY[args.model]).parameters["input_shape"].default
+    shape = tuple(args.input_shape) if args.input_shape else default_input_shape(args.model)
     kwargs = {"dropout": args.dropout}
     if args.batch_norm is not None:  # else the model's default (batch norm on for wrn, off for the others)
         kwargs["batch_norm"] = args.batch_norm

@@ -32,6 +32,16 @@ def model_options(name: str) -> tuple[str, ...]:
     return tuple(p for p in params if p not in ("self", "num_classes", "input_shape"))
 
 
+def default_input_shape(name: str) -> tuple[int, ...]:
+    """The ``input_shape`` model ``name`` of the zoo is built with when none is given.
+
+    Example:
+        >>> default_input_shape("digits_cnn")
+        (1, 8, 8)
+    """
+    return tuple(inspect.signature(_lookup(name)).parameters["input_shape"].default)
+
+
 def _lookup(name: str) -> type[nn.Module]:
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"The 'name' parameter of build_model must be one of {list(MODELS)}. Got {name!r} instead.")
