@@ -265,3 +265,24 @@ def test_the_denominator_refresh_restores_each_module_own_mode():
     cache = DenominatorCache(criterion, criterion, every=1, num_samples=10)
     cache.refresh(model, torch.randn(10, 4), torch.randint(0, 3, (10,)), batch_size=4)
     assert _modes(model) == before
+
+
+# ---------------------------------------------------------------------------------- 6. the denominator cache keeps float64
+
+def test_the_denominator_cache_of_a_float64_model_keeps_float64():
+    from deepmargin.training.denominators import DenominatorCache, margin_criterion
+
+    model = _frozen_batch_norm_model(torch.float64)
+    criterion = margin_criterion(TrainConfig(dataset="toy", loss="margin", gamma=1.0, model="mlp"), model, ["input", "relu1"])
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(10, 4, generator=gen, dtype=torch.float64), torch.randint(0, 3, (10,), generator=gen)
+    cache = DenominatorCache(criterion, criterion, every=1, num_samples=10)
+    table = cache.refresh(model, x, y, batch_size=4)
+    model.eval()  # the refresh runs in eval mode
+    exact = criterion.rival_grad_norms(x, y)
+    assert table.dtype == torch.float64
+    torch.testing.assert_close(table, exact, rtol=0, atol=0)
+    cache.load(table.clone())  # a resumed run reads the same float64 table
+    assert cache.table.dtype == torch.float64
+    loss, _ = cache.step(x, y, torch.arange(10))
+    assert loss.dtype == torch.float64

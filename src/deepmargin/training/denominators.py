@@ -3,8 +3,9 @@
 Under the paper's first-order approximation (Elsayed et al. 2018, Sec. 4.1) the denominators of
 the large-margin loss, ``G[n, i, l] = ||grad_{h_l}(s_y - s_i)(x_n)||_q / w_l``, are constants for
 backpropagation. With ``TrainConfig.denominator_refresh = R > 0`` the trainer keeps them for every
-training sample ``n``, every class ``i`` and every margin layer ``l`` (a ``(N, C, L)`` float32
-table: ``4 N C L`` bytes) and:
+training sample ``n``, every class ``i`` and every margin layer ``l`` (a ``(N, C, L)`` table in the
+training dtype, the dtype of the model's parameters: ``4 N C L`` bytes in float32, twice that in
+float64, whose runs keep their precision) and:
 
 - recomputes the whole table at the start of epochs ``1, 1 + R, 1 + 2R, ...`` (the schedule depends
   on the epoch number only), with the model in **eval mode**: dropout off and batch norm on its
@@ -26,7 +27,7 @@ otherwise the denominators are up to ``R`` epochs old. The table is saved in ``l
 (``extra["margin_denominators"]``), so a resumed run reads the same denominators as an
 uninterrupted one. The validation loss (``val_loss``) is still the exact objective.
 
-Size: ``4 N C L`` bytes, e.g. 9 MB for MNIST (55 000 x 10 x 4), 10 MB for CIFAR-10 with the wide
+Size (float32): ``4 N C L`` bytes, e.g. 9 MB for MNIST (55 000 x 10 x 4), 10 MB for CIFAR-10 with the wide
 ResNet's 5 layers, but 25.6 GB for ImageNet (1.28 M x 1000 x 5), whose refresh would also take 999
 gradient passes per sample: there (and whenever ``top_k`` is far below ``C - 1``) use the exact
 step. A table above 1 GiB is announced with a warning.
@@ -82,7 +83,8 @@ class DenominatorCache:
         num_samples: ``N``, the number of training samples (indices ``0 .. N - 1``).
 
     Attributes:
-        table: the ``(N, C, L)`` float32 table, ``None`` before the first refresh (or load).
+        table: the ``(N, C, L)`` table in the model's parameter dtype, ``None`` before the first refresh
+            (or load).
         refreshes: how many refreshes this object has run.
     """
 
@@ -139,6 +141,7 @@ class DenominatorCache:
         if distributed:
             self._sync_buffers(model, ctx)
         tic = time.perf_counter()
+        dtype = _parameter_dtype(model)
         with eval_mode(model):
             mine = torch.arange(self.num_samples, device=y.device)
             if distributed:
@@ -146,20 +149,21 @@ class DenominatorCache:
             table = None
             for start in range(0, len(mine), batch_size):
                 idx = mine[start:start + batch_size]
-                part = self.refresh_criterion.rival_grad_norms(x[idx], y[idx]).float()
+                part = self.refresh_criterion.rival_grad_norms(x[idx], y[idx]).to(dtype)
                 if table is None:
                     table = torch.zeros(self.num_samples, *part.shape[1:], dtype=part.dtype, device=part.device)
                 table[idx] = part
             if table is None:  # a rank without samples still takes part in the sum
-                part = self.refresh_criterion.rival_grad_norms(x[:1], y[:1]).float()
+                part = self.refresh_criterion.rival_grad_norms(x[:1], y[:1]).to(dtype)
                 table = torch.zeros(self.num_samples, *part.shape[1:], dtype=part.dtype, device=part.device)
         if distributed:
             import torch.distributed as dist
 
             dist.all_reduce(table, op=dist.ReduceOp.SUM)
-        if self.table is None and table.numel() * 4 > _WARN_BYTES:
-            logger.warning("the margin denominator cache takes %.1f GiB (%d samples x %d classes x %d layers)",
-                           table.numel() * 4 / 2**30, *table.shape)
+        size = table.numel() * table.element_size()
+        if self.table is None and size > _WARN_BYTES:
+            logger.warning("the margin denominator cache takes %.1f GiB (%d samples x %d classes x %d layers, %s)",
+                           size / 2**30, *table.shape, str(table.dtype).removeprefix("torch."))
         self.table = table
         self.refreshes += 1
         logger.debug("refreshed the margin denominators of %d samples in %.2fs", self.num_samples,
@@ -187,7 +191,17 @@ class DenominatorCache:
                 f"({self.num_samples}, C, {len(self.refresh_criterion.layers)}) for this run's training samples and "
                 "layers; the run cannot be resumed with this data."
             )
-        self.table = table.to(device=device if device is not None else table.device, dtype=torch.float32)
+        dtype = _parameter_dtype(getattr(self.refresh_criterion, "model", None))
+        self.table = table.to(device=device if device is not None else table.device, dtype=dtype)
+
+
+def _parameter_dtype(model: nn.Module | None) -> torch.dtype:
+    """The dtype the model trains in: that of its first floating parameter (float32 without one)."""
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return torch.float32
 
 
 def build_denominator_cache(
