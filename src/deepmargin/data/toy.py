@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import make_moons as _sk_make_moons
 
 from ._validation import check_seed, is_int, is_nonnegative_real
 
@@ -36,7 +35,9 @@ def make_moons(n_samples: int, *, noise: float = 0.1, seed: int = 0) -> tuple[np
     """
     n_samples, noise = _check_size_noise(n_samples, noise, "make_moons")
     seed = check_seed(seed, owner="make_moons")
-    x, y = _sk_make_moons(n_samples=n_samples, noise=noise, shuffle=True, random_state=np.random.RandomState(seed))
+    from sklearn.datasets import make_moons  # imported here: scikit-learn is slow to import
+
+    x, y = make_moons(n_samples=n_samples, noise=noise, shuffle=True, random_state=np.random.RandomState(seed))
     return x.astype(np.float32), y.astype(np.int64)
 
 
