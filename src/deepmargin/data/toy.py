@@ -35,9 +35,9 @@ def make_moons(n_samples: int, *, noise: float = 0.1, seed: int = 0) -> tuple[np
     """
     n_samples, noise = _check_size_noise(n_samples, noise, "make_moons")
     seed = check_seed(seed, owner="make_moons")
-    from sklearn.datasets import make_moons  # imported here: scikit-learn is slow to import
+    from sklearn.datasets import make_moons as sklearn_moons  # imported here: scikit-learn is slow to import
 
-    x, y = make_moons(n_samples=n_samples, noise=noise, shuffle=True, random_state=np.random.RandomState(seed))
+    x, y = sklearn_moons(n_samples=n_samples, noise=noise, shuffle=True, random_state=np.random.RandomState(seed))
     return x.astype(np.float32), y.astype(np.int64)
 
 
