@@ -106,3 +106,21 @@ def test_every_third_party_import_is_a_declared_dependency():
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
     third_party = {u for u in used if u not in stdlib and u != "deepmargin"}
     assert third_party <= importable, f"imported but not declared: {sorted(third_party - importable)}"
+
+
+def test_train_download_fetches_only_with_the_flag(tmp_path, monkeypatch, capsys):
+    import deepmargin.data.download as download
+
+    calls = []
+
+    def fake(name, root=None, **kwargs):
+        calls.append((name, root))
+        raise download.DownloadError(f"offline test: {name}")
+
+    monkeypatch.setattr(download, "download_dataset", fake)
+    assert main(["train", "--data", "mnist", "--data-root", str(tmp_path / "data"), "--download",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert calls == [("mnist", str(tmp_path / "data"))] and "offline test: mnist" in capsys.readouterr().err
+    calls.clear()
+    assert main(["train", "--data", "mnist", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run")]) == 2
+    assert calls == []  # nothing downloads without --download

@@ -44,6 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help=f"dataset: one of {', '.join(DATASETS)}, or a .npz file with x_train, y_train, x_test, y_test "
                    "(optional x_val, y_val, bounds, classes) (default digits)")
     g.add_argument("--data-root", help="folder with the MNIST/Fashion-MNIST/CIFAR-10 files")
+    g.add_argument("--download", action="store_true",
+                   help="fetch the MNIST/Fashion-MNIST/CIFAR-10 files into --data-root (default: $DEEPMARGIN_DATA or "
+                   "~/.cache/deepmargin) from the known mirrors, each checked against its published checksum; nothing "
+                   "is downloaded without it")
     g.add_argument("--val-size", type=unit_float, help="validation fraction of the training set")
     g.add_argument("--train-fraction", type=positive_float, help="fraction of the training set used, in (0, 1]")
     g.add_argument("--label-noise", type=unit_float, help="fraction of training labels flipped, in [0, 1)")
@@ -312,6 +316,11 @@ def run(args: argparse.Namespace) -> int:
                          "(--resume keeps the run in --out, --overwrite deletes it). Got both instead.")
     config = config_from_args(args)
     _check_toy_options(config)
+    if getattr(args, "download", False):
+        from ..data.download import DOWNLOAD_SOURCES, download_dataset
+
+        if config.dataset in DOWNLOAD_SOURCES:
+            download_dataset(config.dataset, config.data_root)
     if args.threads is not None:
         import torch
 
