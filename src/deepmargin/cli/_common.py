@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..experiments.checkpoints import load_checkpoints, load_test_split, model_names
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "add_output_options",
@@ -105,6 +105,8 @@ def add_output_options(parser: argparse.ArgumentParser, *, out: str, plot: str, 
 
 def print_layer_table(model: nn.Module, input_shape: Sequence[int]) -> None:
     """Print the names usable as margin layers, with module type and output shape."""
+    import torch
+
     from ..capture import eval_mode, layer_table
     from ..reports.tables import format_table
 
