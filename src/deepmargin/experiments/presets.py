@@ -46,7 +46,10 @@ from typing import Any
 from ..io import read_json_object
 from ..training import TrainConfig
 
-__all__ = ["PRESETS", "PAPER_LOSSES", "ADVERSARIAL_LOSSES", "Preset", "load_preset_file", "preset_family"]
+__all__ = [
+    "ADVERSARIAL_BASELINE_PRESET", "ADVERSARIAL_LOSSES", "BASELINE_PRESET", "PAPER_LOSSES", "PRESETS", "Preset", "load_preset_file",
+    "preset_family",
+]
 
 _MARGIN = dict(loss="margin", top_k=9, aggregation="max", approximate=True, alpha=1.0, ce_weight=1.0, margin_weight=1.0)
 
@@ -119,6 +122,12 @@ for _name, _fields, _text in (
      "Kesidis et al. (9) hinged, lambda_x *= 2 after each epoch for margins below mu"),
 ):
     PRESETS[_name] = Preset(_name, _fields, _text)
+
+#: The baseline every study compares with: cross-entropy. The adversarial and compare-methods
+#: studies craft their black-box attacks on it, and the report's verdicts are differences from it.
+BASELINE_PRESET = "ce"
+#: The baseline of the adversarially trained presets (``*-adv``) in the report's verdicts.
+ADVERSARIAL_BASELINE_PRESET = "ce-adv"
 
 #: The paper's eight models (Sec. 4.2), in its order.
 PAPER_LOSSES: tuple[str, ...] = (

@@ -51,6 +51,7 @@ from typing import Any
 from ..io import read_json_object
 
 __all__ = [
+    "DEFAULT_FAMILY",
     "GRIDS",
     "Protocol",
     "PROTOCOLS",
@@ -62,6 +63,9 @@ __all__ = [
 
 #: Names of the built-in grids.
 GRIDS: tuple[str, ...] = ("reduced", "paper", "none")
+#: The grid entry of the presets whose loss has no family of its own (cross-entropy, hinge), and the
+#: fallback of the registered losses' families.
+DEFAULT_FAMILY = "default"
 
 _NORM_KEYS = ("1", "2", "inf")
 
@@ -274,12 +278,16 @@ def expand_grid(
         >>> expand_grid({"margin": {"gamma": {"2": [1, 2]}, "dropout": [0, 0.5]}}, "margin-l2", "margin", 2.0)
         [{'gamma': 1, 'dropout': 0}, {'gamma': 1, 'dropout': 0.5}, {'gamma': 2, 'dropout': 0}, {'gamma': 2, 'dropout': 0.5}]
     """
-    fallback = {} if family in ("margin", "default") else grid.get("default", {})  # a registered loss's family
-    dims = grid.get(preset, grid.get(family, fallback if family != "default" else grid.get("default", {})))
+    if family == DEFAULT_FAMILY or _falls_back(family):  # e.g. matyasko, vat: "default" without an entry of their own
+        fallback = grid.get(DEFAULT_FAMILY, {})
+    else:  # the large-margin loss's presets: only their own entry
+        fallback = {}
+    dims = grid.get(preset, grid.get(family, fallback))
+    takes_gamma = _per_norm_gamma(family)
     names, lists = [], []
     for dim, values in dims.items():
         if dim == "gamma":
-            if family != "margin":
+            if not takes_gamma:
                 continue
             if isinstance(values, Mapping):
                 key = _norm_key(norm)
@@ -292,6 +300,26 @@ def expand_grid(
         names.append(dim)
         lists.append(list(values))
     return [dict(zip(names, combo)) for combo in itertools.product(*lists)] or [{}]
+
+
+def _family_losses(family: str) -> list[Any]:
+    from ..losses import LOSS_REGISTRY
+
+    return [spec for spec in LOSS_REGISTRY.values() if spec.family == family]
+
+
+def _falls_back(family: str) -> bool:
+    """Whether presets of ``family`` use the grid's ``"default"`` entry when the grid has none of
+    theirs: every family except those of the losses configured by flat TrainConfig fields (the
+    large-margin loss's ``"margin"``), whose grids are given in full."""
+    specs = _family_losses(family)
+    return not specs or not all(spec.config_fields for spec in specs)
+
+
+def _per_norm_gamma(family: str) -> bool:
+    """Whether the grid's ``gamma`` dimension (per norm) applies to ``family``: its losses take a
+    ``gamma`` and a ``norm`` option as TrainConfig fields (the large-margin loss)."""
+    return any(spec.config_fields and {"gamma", "norm"} <= set(spec.option_names) for spec in _family_losses(family))
 
 
 def hp_tag(hp: Mapping[str, Any]) -> str:

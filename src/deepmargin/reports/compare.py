@@ -29,92 +29,24 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from ..experiments.compare import COMPARE
+from ..experiments.presets import BASELINE_PRESET
 from ..io import save_figure
+from .papers import compare_numbers, read_paper_numbers
 
 __all__ = ["PAPER_NUMBERS", "compare_section", "compare_table", "plot_accuracy_vs_distance", "plot_cost"]
 
-#: The study these rows belong to (``deepmargin.experiments.compare.COMPARE``; not imported, so the
-#: report does not load the training stack).
-STUDY = "compare-methods"
+#: The study these rows belong to.
+STUDY = COMPARE
 
-#: The numbers the seed documents state, in their own units, by paper. ``tables`` maps a setting
-#: (the paper's dataset and model) to its rows ``(paper's row name, our presets, {metric: value})``;
-#: a value is ``(mean, std)`` where the paper gives a spread, else a number. ``metrics`` names each
-#: quantity, the budget ``eps`` it is measured at where it has one (``eps_text``: as the paper writes
-#: it) and the format the paper prints it in (``fmt``; default ``g``).
-PAPER_NUMBERS: dict[str, dict[str, Any]] = {
-    # Matyasko & Chau (2017), /work/shared/seeds/matyasko-chau2017-margin-maximization-slides.md, the
-    # two tables of the "Experiments: MNIST" slides (test error % and rho_adv x 10^-1, mean ± std).
-    # The slides name the fully-connected network (784-1000-1000-1000-10) first and LeNet-5 second;
-    # the first table (the one with VAT) is read as the fully-connected network, the second as
-    # LeNet-5 (the slides do not label the tables). "AT" is Goodfellow's FGSM adversarial training.
-    "matyasko-chau": {
-        "paper": "Matyasko & Chau (2017)",
-        "where": "matyasko-chau2017-margin-maximization-slides.md, 'Experiments: MNIST' tables",
-        "metrics": {"error": {"label": "test error (%)", "fmt": ".2f"}, "rho_adv": {"label": "rho_adv (x 10^-1)", "fmt": ".2f"}},
-        "tables": {
-            "MNIST, fully-connected 784-1000-1000-1000-10 (first table)": {"dataset": "MNIST", "rows": [
-                ("Baseline", ("ce",), {"error": (1.42, 0.08), "rho_adv": (1.14, 0.01)}),
-                ("Dropout", ("dropout",), {"error": (1.34, 0.05), "rho_adv": (1.20, 0.01)}),
-                ("AT", ("ce-adv",), {"error": (1.19, 0.06), "rho_adv": (1.60, 0.05)}),
-                ("VAT", ("vat",), {"error": (0.87, 0.04), "rho_adv": (2.69, 0.02)}),
-                ("Our l_1", ("matyasko-l1",), {"error": (0.84, 0.03), "rho_adv": (2.73, 0.08)}),
-                ("Our l_2", ("matyasko-l2",), {"error": (0.86, 0.04), "rho_adv": (2.59, 0.05)}),
-            ]},
-            "MNIST, LeNet-5 (second table)": {"dataset": "MNIST", "rows": [
-                ("Baseline", ("ce",), {"error": (0.72, 0.06), "rho_adv": (1.54, 0.04)}),
-                ("Dropout", ("dropout",), {"error": (0.58, 0.03), "rho_adv": (1.70, 0.05)}),
-                ("AT", ("ce-adv",), {"error": (0.73, 0.05), "rho_adv": (2.00, 0.03)}),
-                ("Our l_1", ("matyasko-l1",), {"error": (0.64, 0.02), "rho_adv": (2.22, 0.05)}),
-                ("Our l_2", ("matyasko-l2",), {"error": (0.62, 0.04), "rho_adv": (2.17, 0.06)}),
-            ]},
-        },
-    },
-    # Finlay & Oberman, /work/shared/seeds/oberman2018-lipschitz-robustness-slides.md, slide "AT + Tulip
-    # Results (2-norm)" (ResNeXt; CIFAR-10 and CIFAR-100 only, no MNIST row). J^1 is FGSM adversarial
-    # training read as an l_1 input-gradient penalty: our j1 (the penalty) and ce-adv (the FGSM
-    # training) are both set beside it. J^2-Lip & tanh is tulip.
-    "finlay-oberman": {
-        "paper": "Finlay & Oberman (2018)",
-        "where": "oberman2018-lipschitz-robustness-slides.md, 'AT + Tulip Results (2-norm)' table",
-        "metrics": {
-            "median_l2": {"label": "median l2 distance"},
-            "err_l2": {"label": "% err l2", "eps": 0.1, "fmt": ".2f"},
-            "median_linf": {"label": "median linf distance"},
-            "err_linf": {"label": "% err linf", "eps": 1 / 16, "eps_text": "1/16", "fmt": ".2f"},
-        },
-        "tables": {
-            "CIFAR-10, ResNeXt": {"dataset": "CIFAR-10", "rows": [
-                ("J^0 (baseline)", ("ce",), {"median_l2": 0.09, "err_l2": 53.98, "median_linf": 1.02e-2, "err_linf": 99.92}),
-                ("J^1 (AT, FGSM)", ("j1", "ce-adv"), {"median_l2": 0.18, "err_l2": 24.63, "median_linf": 2.12e-2, "err_linf": 96.06}),
-                ("J^2 (AT, l_2)", ("j2",), {"median_l2": 0.30, "err_l2": 13.54, "median_linf": 3.45e-2, "err_linf": 84.76}),
-                ("J^2-Lip & tanh", ("tulip",), {"median_l2": 0.56, "err_l2": 12.12, "median_linf": 6.00e-2, "err_linf": 51.64}),
-            ]},
-            "CIFAR-100, ResNeXt": {"dataset": "CIFAR-100", "rows": [
-                ("J^0 (baseline)", ("ce",), {"median_l2": 4.74e-2, "err_l2": 74.18, "median_linf": 5.83e-3, "err_linf": 99.61}),
-                ("J^1 (AT, FGSM)", ("j1", "ce-adv"), {"median_l2": 8.08e-2, "err_l2": 56.34, "median_linf": 1.07e-2, "err_linf": 98.46}),
-                ("J^2 (AT, l_2)", ("j2",), {"median_l2": 8.61e-2, "err_l2": 53.77, "median_linf": 1.06e-2, "err_linf": 98.03}),
-                ("J^2-Lip & tanh", ("tulip",), {"median_l2": 0.136, "err_l2": 42.58, "median_linf": 1.6e-2, "err_linf": 93.73}),
-            ]},
-        },
-    },
-    # Kesidis, Miller & Xiang, /work/shared/seeds/kesidis-margin-training-pvalues.md, Table I (CIFAR-10,
-    # ResNet-18, loss (9); no MNIST row): clean test accuracy and accuracy under FGSM (eps = 0.1)
-    # crafted on the cross-entropy model and transferred. Both margins mu map to our kesidis-9.
-    "kesidis": {
-        "paper": "Kesidis et al.",
-        "where": "kesidis-margin-training-pvalues.md, Table I",
-        "metrics": {"clean": {"label": "clean test-set accuracy (%)", "fmt": ".2f"},
-                    "fgsm": {"label": "FGSM attacks (transferred from ce), accuracy (%)", "eps": 0.1}},
-        "tables": {
-            "CIFAR-10, ResNet-18": {"dataset": "CIFAR-10", "rows": [
-                ("x-entropy loss", ("ce",), {"clean": 86.70, "fgsm": 6.017}),
-                ("margin mu = 50", ("kesidis-9",), {"clean": 85.49, "fgsm": 10.08}),
-                ("margin mu = 150", ("kesidis-9",), {"clean": 85.37, "fgsm": 10.08}),
-            ]},
-        },
-    },
-}
+#: The numbers the seed documents state, in their own units, by paper (read from
+#: ``paper_numbers.json``, :mod:`.papers`). ``tables`` maps a setting (the paper's dataset and model)
+#: to its rows ``(paper's row name, our presets, {metric: value})``; a value is ``(mean, std)`` where
+#: the paper gives a spread, else a number. ``metrics`` names each quantity, the budget ``eps`` it is
+#: measured at where it has one (``eps_text``: as the paper writes it) and the format the paper prints
+#: it in (``fmt``; default ``g``). ``layout`` is the paper's table layout: ``"by-method"`` (a row per
+#: method, a column per quantity) or ``"by-quantity"`` (a row per quantity, a column per method).
+PAPER_NUMBERS: dict[str, dict[str, Any]] = compare_numbers(read_paper_numbers())
 
 _MISSING = "–"
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
@@ -352,11 +284,12 @@ def _winner(column: _Column, stats: Mapping[str, _Stat | None]) -> str | None:
         return text + "; no other method has a value."
     runner, r = rest[0]
     parts = [f"the runner-up {runner} has {_cell(r, column)}, {_gap(b, r, column)}"]
-    ce = stats.get("ce")
-    if best == "ce":
+    ce = stats.get(BASELINE_PRESET)
+    if best == BASELINE_PRESET:
         parts.append("cross-entropy itself is best")
-    elif runner != "ce":
-        parts.append(f"ce has {_cell(ce, column)}, {_gap(b, ce, column)}" if ce is not None else "ce has no value")
+    elif runner != BASELINE_PRESET:
+        parts.append(f"{BASELINE_PRESET} has {_cell(ce, column)}, {_gap(b, ce, column)}" if ce is not None
+                     else f"{BASELINE_PRESET} has no value")
     return text + "; " + "; ".join(parts) + "."
 
 
@@ -476,12 +409,12 @@ def _with_eps(label: str, eps: float | str | None) -> str:
 
 
 def _paper_tables(doc: Any, rows: Sequence[Mapping[str, Any]], dataset: str) -> None:
-    for key, paper in PAPER_NUMBERS.items():
+    for paper in PAPER_NUMBERS.values():
         columns = {m: _paper_column(m, meta, rows) for m, meta in paper["metrics"].items()}
         for setting, spec in paper["tables"].items():
             theirs = f"paper ({spec['dataset']})"
             ours = f"ours ({dataset})"
-            if key == "kesidis":  # Table I's layout: a row per quantity, a column per training objective
+            if paper["layout"] == "by-quantity":  # e.g. Kesidis et al.'s Table I: a column per training objective
                 presets = list(dict.fromkeys(p for _, ps, _ in spec["rows"] for p in ps))
                 header = ["quantity", *(f"{theirs}: {name}" for name, _, _ in spec["rows"]), *(f"{ours}: {p}" for p in presets)]
                 table = []

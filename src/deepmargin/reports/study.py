@@ -20,41 +20,25 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from ..experiments.compare import COMPARE
+from ..experiments.presets import ADVERSARIAL_BASELINE_PRESET, BASELINE_PRESET
 from ..io import atomic_write_text, save_figure
+from .papers import read_paper_numbers, study_numbers
 
 __all__ = ["PAPER_NUMBERS", "plot_study_curves", "study_tables", "write_report"]
 
 #: Numbers Elsayed et al. (2018) state in the text (test accuracy in %, or a difference in
-#: points), by dataset: ``(study, loss, setting, what, value, where)``. "best margin" is the
-#: non-adversarially trained margin model with the highest mean; "minus ce" a difference from
-#: cross-entropy in the same setting and seed (averaged over the settings for ``label_noise>0``).
-PAPER_NUMBERS: dict[str, list[tuple[str, str, str, str, float | str, str]]] = {
-    "mnist": [
-        ("noisy-labels", "ce", "label_noise=0", "accuracy", 99.4, "Sec. 4.2"),
-        ("noisy-labels", "margin-l2", "label_noise=0", "accuracy", 99.4, "Sec. 4.2 (margin models)"),
-        ("noisy-labels", "hinge", "label_noise=0", "accuracy", 99.2, "Sec. 4.2"),
-        ("noisy-labels", "ce", "label_noise=0.8", "accuracy", 93.9, "Sec. 4.2.1"),
-        ("noisy-labels", "margin-l2", "label_noise=0.8", "accuracy", 96.4, "Sec. 4.2.1"),
-        ("limited-data", "margin-linf", "train_fraction=0.00125", "minus ce", 3.7, "Sec. 4.2.2 (68 samples)"),
-        ("adversarial", "ce", "ifgsm black eps=0.1", "accuracy", 67.0, "Sec. 4.2.3"),
-        ("adversarial", "best margin", "ifgsm black eps=0.1", "accuracy", 90.0, "Sec. 4.2.3"),
-    ],
-    "cifar10": [
-        ("noisy-labels", "ce", "label_noise=0", "accuracy", 90.0, "Sec. 4.3 (about 90% for all 5 models)"),
-        ("noisy-labels", "margin-linf", "label_noise>0", "minus ce", "4 to 10", "Sec. 4.3.1"),
-        ("noisy-labels", "margin-l2", "label_noise>0", "minus ce", "4 to 10", "Sec. 4.3.1"),
-        ("limited-data", "margin-l1", "train_fraction=0.05", "minus ce", 2.5, "Sec. 4.3.2"),
-        ("limited-data", "margin-l1", "train_fraction=0.01", "minus ce", 2.5, "Sec. 4.3.2"),
-        ("adversarial", "margin-l1", "ifgsm black eps=0.1", "minus ce", 14.0, "Sec. 4.3.3"),
-        ("adversarial", "best margin", "noise-snr eps=33", "accuracy", 82.0, "Sec. 4.3.3 (Cisse et al.: 69.1)"),
-    ],
-}
+#: points), by dataset: ``(study, loss, setting, what, value, where)``, read from
+#: ``paper_numbers.json`` (:mod:`.papers`). "best margin" is the non-adversarially trained margin
+#: model with the highest mean; "minus ce" a difference from cross-entropy in the same setting and
+#: seed (averaged over the settings for ``label_noise>0``).
+PAPER_NUMBERS: dict[str, list[tuple[str, str, str, str, float | str, str]]] = study_numbers(read_paper_numbers())
 
 _STUDY_TITLES = {
     "noisy-labels": "Noisy labels (paper Fig. 2 left, Fig. 4 left)",
     "limited-data": "Limited training data (paper Fig. 2 right, Fig. 4 right)",
     "adversarial": "Adversarial perturbations and noise (paper Fig. 3, Fig. 5, supplementary)",
-    "compare-methods": "Every margin method side by side (Matyasko & Chau, Finlay & Oberman, Kesidis et al.)",
+    COMPARE: "Every margin method side by side (Matyasko & Chau, Finlay & Oberman, Kesidis et al.)",
 }
 
 
@@ -150,8 +134,8 @@ def _adv_trained_figure(rows: Sequence[Mapping[str, Any]], adv_losses: Sequence[
     fig = Figure(figsize=(10.0, 3.6), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, box in zip(axes, ("white", "black")):
-        sub = [r for r in rows if r["attack"] == "ifgsm" and r["box"] == box and r["loss"] in ("ce", *adv_losses)]
-        plot_study_curves(sub, x="eps", xlabel="epsilon (l_inf)", ax=ax, losses=["ce", *adv_losses],
+        sub = [r for r in rows if r["attack"] == "ifgsm" and r["box"] == box and r["loss"] in (BASELINE_PRESET, *adv_losses)]
+        plot_study_curves(sub, x="eps", xlabel="epsilon (l_inf)", ax=ax, losses=[BASELINE_PRESET, *adv_losses],
                           title=f"adversarially trained, IFGSM {'white-box' if box == 'white' else 'black-box (crafted on ce)'}")
     return fig
 
@@ -194,7 +178,9 @@ def _pivot(rows: Sequence[Mapping[str, Any]], x: str, losses: Sequence[str], lab
     return _loss_table(rows, x, losses, label, accuracy)
 
 
-def _paired(rows: Sequence[Mapping[str, Any]], x: str, name: str, reference: str = "ce") -> dict[Any, tuple[float, float, int, int]]:
+def _paired(
+    rows: Sequence[Mapping[str, Any]], x: str, name: str, reference: str = BASELINE_PRESET,
+) -> dict[Any, tuple[float, float, int, int]]:
     """``{x value: (mean, std, n, wins)}`` of the seed-paired differences ``acc(name) - acc(reference)``.
 
     ``wins`` counts the seeds where ``name`` was strictly better.
@@ -401,7 +387,9 @@ def _paper_section(doc: _Doc, dataset: str, rows: Sequence[Mapping[str, Any]]) -
 
 def _reference(name: str) -> str:
     """The model a preset is compared with: ``ce-adv`` for adversarially trained presets, else ``ce``."""
-    return "ce-adv" if name.endswith("-adv") and name != "ce-adv" else "ce"
+    if name.endswith("-adv") and name != ADVERSARIAL_BASELINE_PRESET:
+        return ADVERSARIAL_BASELINE_PRESET
+    return BASELINE_PRESET
 
 
 def _setting_key(r: Mapping[str, Any]) -> tuple:
@@ -428,7 +416,7 @@ def _ours(rows: Sequence[Mapping[str, Any]], study: str, loss: str, setting: str
         names = sorted({r["loss"] for r in sub if r["loss"].startswith("margin") and not r["loss"].endswith("-adv")})
     else:
         names = [loss]
-    ce = {_setting_key(r): r["test_acc"] for r in sub if r["loss"] == "ce"}
+    ce = {_setting_key(r): r["test_acc"] for r in sub if r["loss"] == BASELINE_PRESET}
     best = None
     for name in names:
         if what == "minus ce":
@@ -484,8 +472,8 @@ def write_report(
         if name not in study_losses:
             continue
         losses = list(study_losses[name])
-        if name == "adversarial" and "ce" not in losses:
-            losses.insert(0, "ce")
+        if name == "adversarial" and BASELINE_PRESET not in losses:
+            losses.insert(0, BASELINE_PRESET)
         sub = [r for r in rows if r["study"] == name]
         doc.heading(_STUDY_TITLES[name])
         if not sub:
@@ -525,12 +513,12 @@ def write_report(
             clean = [r for r in sub if r["attack"] == "fgsm" and r["box"] == "white" and r["eps"] == 0]
             doc.table(*_chosen_table([{**r, "eps": 0.0} for r in clean], "eps", "eps", losses),
                       "hyperparameters chosen on validation accuracy (clean, full data; per seed)")
-    compare_rows = [r for r in rows if r["study"] == "compare-methods"]
+    compare_rows = [r for r in rows if r["study"] == COMPARE]
     if compare_rows:
         from .compare import compare_section
 
-        doc.heading(_STUDY_TITLES["compare-methods"])
-        files.update(compare_section(doc, compare_rows, figures, dataset=dataset, losses=study_losses.get("compare-methods"),
+        doc.heading(_STUDY_TITLES[COMPARE])
+        files.update(compare_section(doc, compare_rows, figures, dataset=dataset, losses=study_losses.get(COMPARE),
                                      settings=study.get("compare")))
     _paper_section(doc, dataset, rows)
     doc.heading("Files")
