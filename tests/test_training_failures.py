@@ -286,3 +286,48 @@ def test_the_denominator_cache_of_a_float64_model_keeps_float64():
     assert cache.table.dtype == torch.float64
     loss, _ = cache.step(x, y, torch.arange(10))
     assert loss.dtype == torch.float64
+
+
+# ---------------------------------------------------------------------------------- 7. seeds per rank under torchrun
+
+SEEDS = '''
+import importlib, json, os, sys
+import torch
+seen = []
+for name in ("deepmargin.training.steps", "deepmargin.training.trainer"):
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        continue
+    if hasattr(module, "augment_batch"):
+        def spy(*a, _f=module.augment_batch, **k):
+            seen.append(torch.initial_seed())
+            return _f(*a, **k)
+        module.augment_batch = spy
+from deepmargin.cli.main import main
+code = main(sys.argv[1:])
+with open(os.path.join(os.environ["SEED_DIR"], "rank%s.json" % os.environ["RANK"]), "w") as f:
+    json.dump(list(dict.fromkeys(seen)), f)
+sys.exit(code)
+'''
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch.distributed with gloo is not available in this build")
+def test_each_rank_draws_its_own_augmentations_and_rank_0_keeps_the_seeds_of_one_process(tmp_path):
+    import json
+
+    from deepmargin.training import derive_seed
+
+    script = tmp_path / "seeds.py"
+    script.write_text(SEEDS)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), "-q",
+           "train", "--model", "mlp", "--train-fraction", "0.1", "--batch-size", "32", "--epochs", "2", "--seed", "5",
+           "--augment", "crop", "--out", str(tmp_path / "run")]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "SEED_DIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0 = json.loads((tmp_path / "rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert rank0 == [derive_seed(5, 1), derive_seed(5, 2)]  # as one process
+    assert len(rank1) == 2 and not set(rank1) & set(rank0)

@@ -7,6 +7,9 @@ environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_AD
 and:
 
 - wraps the model in ``DistributedDataParallel``; every rank starts from the same seeded weights;
+- seeds every rank's global generators per epoch with ``seed + rank`` (:func:`~deepmargin.training.trainer.epoch_seed`;
+  rank 0 as a single process), so the ranks draw their own crops, adversarial epsilons and
+  dropout masks, while the shuffling generator is common to all of them;
 - splits every global batch of ``batch_size`` samples (the same seeded order on every rank) into
   ``world_size`` interleaved shards, one per rank; the local loss is scaled by
   ``n_local * world_size / n_global`` so that DDP's average of the ranks' gradients is the

@@ -26,8 +26,9 @@ run continues to the new count (not below the epochs already completed), giving 
 as a run started with that count, except with the cosine schedule, whose learning rates depend on
 ``epochs`` (refused). The default ``resume=None`` only picks up a run with the same ``epochs``
 (and starts a new run where there is none); ``resume=True`` on a folder without ``last.pt`` is an error.
-Every epoch reseeds torch, numpy and ``random`` from ``(seed, epoch)`` and shuffles with its own
-generator, so a resumed run gives the same numbers as an uninterrupted one.
+Every epoch reseeds torch, numpy and ``random`` from ``(seed, epoch)`` (``(seed + rank, epoch)`` on
+process ``rank`` under ``torchrun``: :func:`epoch_seed`) and shuffles with its own generator (common
+to all processes), so a resumed run gives the same numbers as an uninterrupted one.
 
 Per batch, the training inputs are first augmented (``augment``, :mod:`.augment`), then, with
 ``adv_train``, a share ``adv_ratio`` of them is replaced by adversarial examples and the loss
@@ -293,6 +294,21 @@ def init_model(config: TrainConfig, bundle: Any) -> tuple[nn.Module, dict[str, A
     return build_model(config.model, **model_kwargs), model_kwargs
 
 
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of torch's, numpy's and ``random``'s global generators for ``epoch`` on process ``rank``.
+
+    ``derive_seed(seed + rank, epoch)``: the house rule ``seed + rank``, so that under ``torchrun``
+    every process draws its own augmentations, adversarial epsilons and dropout masks for its own
+    samples, while rank 0 (and a single process) keeps ``derive_seed(seed, epoch)``. The epoch's
+    shuffling has its own generator, common to all processes, so the global batches are the same.
+
+    Example:
+        >>> epoch_seed(0, 1) == derive_seed(0, 1) != epoch_seed(0, 1, rank=1)
+        True
+    """
+    return derive_seed(seed + rank, epoch)
+
+
 def _clear_run_files(out_dir: Path) -> None:
     for name in RUN_FILES:
         (out_dir / name).unlink(missing_ok=True)
@@ -426,7 +442,7 @@ def _train(
     for epoch in range(start_epoch + 1, config.epochs + 1):
         if stopped is not None:
             break
-        seed_everything(derive_seed(config.seed, epoch))
+        seed_everything(epoch_seed(config.seed, epoch, ctx.rank))
         lr = optimizer.param_groups[0]["lr"]
         net.train()
         tic = time.perf_counter()
