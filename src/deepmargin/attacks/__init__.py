@@ -13,8 +13,21 @@ of batches, one per radius:
 - :class:`ReliabilityWarning` and the checks of ``checks.py``: AutoAttack-style warnings.
 - :class:`Normalize` (``normalize.py``): attack in raw input space, feed normalised inputs.
 - :func:`build_attack` (``factory.py``): an attack from its name (:data:`ATTACK_NAMES`) and settings.
+- :class:`APGD` (``apgd.py``), :class:`Square` (``square.py``), :class:`FAB` (``fab.py``) and
+  :class:`AutoAttack` (``autoattack.py``): robustness measured to the field's standard.
 """
 
+from .apgd import APGD, APGDResult, apgd_checkpoints, dlr_loss, targeted_dlr_loss
+from .autoattack import (
+    AutoAttack,
+    AutoAttackResult,
+    BlackBoxWarning,
+    LargeEpsilonCheck,
+    LargeEpsilonWarning,
+    RandomizedModelWarning,
+    VanishingGradientWarning,
+    warn_if_vanishing_gradients,
+)
 from .checks import (
     ReliabilityWarning,
     check_model,
@@ -26,9 +39,11 @@ from .checks import (
 )
 from .deepfool import DeepFool
 from .factory import ATTACK_NAMES, build_attack
+from .fab import FAB, project_on_hyperplane_box
 from .evaluate import accuracy_vs_epsilon, attack_label, predict, run_sweep
 from .gradient import FGSM, IFGSM, PGD, GradientAttack, attack_loss, fgsm, norm_name
 from .minnorm import FMN
+from .square import Square, SquareResult, square_fraction
 from .noise import GaussianNoise, gaussian_noise, snr_db
 from .normalize import Normalize, normalized
 from .transfer import TransferAttack, transfer_accuracy
@@ -63,4 +78,22 @@ __all__ = [
     "FMN",
     "ATTACK_NAMES",
     "build_attack",
+    "APGD",
+    "APGDResult",
+    "apgd_checkpoints",
+    "dlr_loss",
+    "targeted_dlr_loss",
+    "Square",
+    "SquareResult",
+    "square_fraction",
+    "FAB",
+    "project_on_hyperplane_box",
+    "AutoAttack",
+    "AutoAttackResult",
+    "LargeEpsilonCheck",
+    "BlackBoxWarning",
+    "LargeEpsilonWarning",
+    "RandomizedModelWarning",
+    "VanishingGradientWarning",
+    "warn_if_vanishing_gradients",
 ]
