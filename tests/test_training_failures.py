@@ -331,3 +331,69 @@ def test_each_rank_draws_its_own_augmentations_and_rank_0_keeps_the_seeds_of_one
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert rank0 == [derive_seed(5, 1), derive_seed(5, 2)]  # as one process
     assert len(rank1) == 2 and not set(rank1) & set(rank0)
+
+
+# ---------------------------------------------------------------------------------- 8. a collapsed run is named
+
+def _rows(accs, losses):
+    return [{"epoch": e, "train_acc": a, "train_loss": l} for e, (a, l) in enumerate(zip(accs, losses), start=1)]
+
+
+@pytest.mark.parametrize("accs, losses, expected", [
+    ([0.10, 0.11, 0.10], [2.30, 2.20, 2.10], "stayed at chance: 0.100 in epoch 3 and at most 0.110 since epoch 1"),
+    ([0.09], [3.0], "stayed at chance"),
+    ([0.35, 0.36, 0.35], [1.9, 1.9, 1.95], "loss did not fall (1.9 in epoch 1, 1.95 in epoch 3)"),
+    ([0.10, 0.45, 0.80], [2.3, 1.5, 0.9], None),
+    ([0.28, 0.66, 0.75], [5.05, 9.92, 17.5], None),  # a reweighting loop raises its loss while it learns
+    ([0.10, 0.14, 0.40, 0.11], [2.3, 2.0, 1.6, 2.2], None),  # learnt, then diverged: not "never above chance"
+])
+def test_detect_collapse_reads_the_history(accs, losses, expected):
+    from deepmargin.training.health import detect_collapse
+
+    found = detect_collapse(_rows(accs, losses), 10)
+    if expected is None:
+        assert found is None
+    else:
+        assert expected in found
+
+
+def test_chance_is_the_majority_class_share_when_it_is_higher():
+    from deepmargin.training.health import detect_collapse
+
+    rows = _rows([0.70, 0.71], [0.6, 0.5])
+    assert detect_collapse(rows, 2) is None
+    assert "against 0.700 (the majority class's share)" in detect_collapse(rows, 2, majority_rate=0.7)
+
+
+def test_a_run_that_learns_nothing_is_marked_collapsed_with_its_likely_causes(digits, tmp_path, caplog):
+    import json
+
+    run = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="deepmargin.training.trainer"):
+        result = train(_tiny(lr=1e-9, epochs=2), run, data=digits, verbose=False)
+    assert "stayed at chance" in result.collapsed
+    summary = json.loads((run / "results.json").read_text())
+    assert summary["collapsed"]["reason"] == result.collapsed
+    assert any("learning rate lr=1e-09" in cause for cause in summary["collapsed"]["likely_causes"])
+    assert f"the run in {run} collapsed: the training accuracy stayed at chance" in caplog.text
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(tuple(row) == trainer_module.METRIC_COLUMNS for row in rows)  # the columns did not change
+
+
+def test_a_run_that_learns_is_not_marked(digits, tmp_path, caplog):
+    import json
+
+    with caplog.at_level("WARNING", logger="deepmargin.training.trainer"):
+        result = train(_tiny(lr=0.01, epochs=3), tmp_path / "run", data=digits, verbose=False)
+    assert result.collapsed is None
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["collapsed"] is None
+    assert "collapsed" not in caplog.text
+
+
+def test_likely_causes_name_the_margin_the_learning_rate_and_the_label_noise():
+    from deepmargin.training.health import likely_causes
+
+    config = TrainConfig(dataset="digits", loss="margin", gamma=50.0, norm=1, lr=0.1, label_noise=0.4).to_dict()
+    causes = likely_causes(config)
+    assert causes[0].startswith("the loss's margin gamma=50.0 may be far above the data's margins")
+    assert any("lr=0.1" in c for c in causes) and any("40% of the training labels" in c for c in causes)

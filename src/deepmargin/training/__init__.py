@@ -7,6 +7,7 @@ Example:
 
 from .checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, load_model, save_checkpoint
 from .config import LOSSES, LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from .health import detect_collapse, likely_causes
 from .objective import Objective, build_objective, default_margin_layers
 from .optim import build_optimizer, build_scheduler, derive_seed, seed_everything
 from .records import append_row, read_jsonl, write_json, write_rows
@@ -29,8 +30,10 @@ __all__ = [
     "build_scheduler",
     "default_margin_layers",
     "derive_seed",
+    "detect_collapse",
     "evaluate_split",
     "init_model",
+    "likely_causes",
     "load_checkpoint",
     "load_model",
     "read_jsonl",

@@ -12,7 +12,9 @@ A run directory holds::
     best.pt         checkpoint of the epoch with the best validation accuracy (the best training
                     accuracy when there is no validation split, ``val_size=0``)
     results.json    summary: test accuracy of the last model and of best.pt, which criterion chose
-                    best.pt (``best_selected_by``: ``"val_acc"`` or ``"train_acc"``), ...
+                    best.pt (``best_selected_by``: ``"val_acc"`` or ``"train_acc"``), whether the
+                    run collapsed (``collapsed``: ``{"reason", "likely_causes"}`` or null, and a
+                    warning in the log; :mod:`.health`), ...
 
 One process trains into a run directory at a time: :func:`train` holds an exclusive lock on it
 (:mod:`.lock`; under ``torchrun`` rank 0 holds it) from its start to its end, exceptions included,
@@ -95,6 +97,7 @@ from . import distributed
 from .augment import check_augmentable
 from .checkpoint import CheckpointSaver, save_checkpoint
 from .config import RESUME_FREE_KEYS, TrainConfig, config_differences, resolve_device
+from .health import detect_collapse, likely_causes
 from .hooks import EpochHook, ReweightingRounds, build_hooks
 from .lock import RunFolderBusyError, RunFolderLock
 from .meters import EpochMeter, EpochTotals
@@ -139,6 +142,9 @@ class TrainResult:
             when the run has no validation split (``val_size=0``).
         stopped: why the reweighting loop ended training before ``epochs`` (``None`` otherwise).
         sample_weights: the final per-sample weights of the reweighting loop (``None`` without it).
+        collapsed: why the run counts as collapsed (its training accuracy stayed at chance, or its
+            loss and accuracy stayed flat: :func:`deepmargin.training.health.detect_collapse`),
+            ``None`` for a run that learnt.
     """
 
     config: dict[str, Any]
@@ -154,6 +160,7 @@ class TrainResult:
     best_selected_by: str = "val_acc"
     stopped: str | None = None
     sample_weights: Tensor | None = None
+    collapsed: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """Plain-data summary (what ``results.json`` holds)."""
@@ -170,6 +177,8 @@ class TrainResult:
             "final": self.history[-1] if self.history else None,
             "seconds_total": sum(r["seconds"] for r in self.history),
             "stopped": self.stopped,
+            "collapsed": None if self.collapsed is None else {
+                "reason": self.collapsed, "likely_causes": likely_causes(self.config)},
         }
 
 
@@ -471,6 +480,10 @@ def _train(
     model.eval()
     result = _result(model, saver, history, bundle, x_test, y_test, hooks, config=config, resolved=resolved,
                      model_kwargs=model_kwargs, out=out, start_epoch=start_epoch, stopped=stopped)
+    result.collapsed = detect_collapse(history, int(bundle.num_classes), majority_rate=_majority_rate(y_train))
+    if result.collapsed is not None and main:
+        logger.warning("the run%s collapsed: %s. Likely causes: %s", f" in {out}" if out is not None else "",
+                       result.collapsed, "; ".join(likely_causes(resolved)) or "unknown")
     if out is not None and main:
         write_json(out / "results.json", result.summary())
     distributed.barrier(ctx)
@@ -601,6 +614,14 @@ def _hook_states(hooks: list[EpochHook]) -> dict[str, Tensor]:
     for hook in hooks:
         extra.update(hook.state())
     return extra
+
+
+def _majority_rate(y: Tensor) -> float | None:
+    """The share of the most frequent label among the labelled samples of ``y`` (``None`` without any)."""
+    labelled = y[y >= 0]
+    if labelled.numel() == 0:
+        return None
+    return float(torch.bincount(labelled).max()) / labelled.numel()
 
 
 def _result(
