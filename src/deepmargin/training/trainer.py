@@ -499,10 +499,13 @@ def _check_train_arguments(config: Any, resume: Any, overwrite: Any, out_dir: An
     if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"The 'out_dir' parameter of train must be a path or None. Got {type(out_dir).__name__} instead.")
     if out_dir is not None and (not os.fspath(out_dir).strip() or not Path(out_dir).parts):
+        given = os.fspath(out_dir)
+        shown = repr(given) if given.strip() else f"{given!r} (an empty path)"
+        if given.strip():  # '.', './': what an empty path becomes as a Path, e.g. from --out ""
+            shown += " (the working directory, also what an empty --out becomes)"
         raise ValueError(
             "The 'out_dir' parameter of train must be a run folder's path, not empty nor the working directory "
-            f"itself (a run writes and deletes its files there), e.g. 'runs/x'; None writes nothing. Got {os.fspath(out_dir)!r} "
-            "instead."
+            f"itself (a run writes and deletes its files there), e.g. 'runs/x'; None writes nothing. Got {shown} instead."
         )
     if not isinstance(config, TrainConfig):
         raise TypeError(f"The 'config' parameter of train must be a TrainConfig. Got {type(config).__name__} instead.")
