@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +240,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
             raise ValueError(f"The --reweight option of deepmargin train needs a loss with a reweighting loop ({with_loop}). "
                              f"Got --loss {loss!r} instead.")
         values["loss_options"] = {**dict(values.get("loss_options") or {}), "reweight": args.reweight}
-    _check_loss_flags(args, values.get("loss", "ce") if args.loss is None else args.loss)
     for f in dataclasses.fields(TrainConfig):
         if f.name == "model_kwargs" or not hasattr(args, f.name):
             continue
@@ -249,7 +249,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
     gamma = values.get("gamma")
     if isinstance(gamma, list) and len(gamma) == 1:
         values["gamma"] = gamma[0]
-    return TrainConfig.from_dict(values)
+    with warnings.catch_warnings():  # an option of another loss is refused below, in the CLI's words
+        warnings.simplefilter("ignore", UserWarning)
+        config = TrainConfig.from_dict(values)  # bad values first, each in TrainConfig's message
+    _check_loss_flags(args, config.loss)
+    return config
 
 
 def _check_loss_flags(args: argparse.Namespace, loss: str) -> None:

@@ -136,7 +136,10 @@ def parse_norm(norm: object) -> float:
             value = float(text)
         except ValueError:
             pass
-    return _parse_norm(value, "norm", _OWNER, expected="a real number p >= 1 or 'inf'", type_exc=ValueError)[0]
+    try:
+        return _parse_norm(value, "norm", _OWNER, expected="a real number p >= 1 or 'inf'", type_exc=ValueError)[0]
+    except ValueError:
+        raise _err("norm", "a real number p >= 1 or 'inf'", norm) from None  # the value as given
 
 
 @dataclass
