@@ -124,3 +124,25 @@ def test_train_download_fetches_only_with_the_flag(tmp_path, monkeypatch, capsys
     calls.clear()
     assert main(["train", "--data", "mnist", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run")]) == 2
     assert calls == []  # nothing downloads without --download
+
+
+def test_help_and_a_mistyped_command_import_no_subcommand():
+    """Issue 17, item 19: `deepmargin --help` and a parse error import neither torch nor any subcommand."""
+    import subprocess
+
+    code = ("import sys; from deepmargin.cli.main import main\n"
+            "for argv in (['--help'], ['trian']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('MODULES', sorted(m for m in sys.modules if m == 'torch' or (m.startswith('deepmargin.') and "
+            "m not in ('deepmargin.cli', 'deepmargin.cli.main'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "COMMAND" in done.stdout and "invalid choice: 'trian'" in done.stderr
+    assert done.stdout.split("MODULES", 1)[1].strip() == "[]"
+
+
+def test_each_subcommand_lists_the_one_line_help_of_the_table():
+    from deepmargin.cli.main import COMMANDS, build_parser
+
+    parser, _ = build_parser()
+    listed = {a.dest: a.help for a in parser._subparsers._group_actions[0]._choices_actions}
+    assert listed == COMMANDS

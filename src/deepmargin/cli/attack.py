@@ -12,6 +12,8 @@ rows, plus transfer rows crafted on ``--source``), ``config.json`` (the resolved
 
 from __future__ import annotations
 
+from .main import COMMANDS
+
 import argparse
 import logging
 import sys
@@ -38,7 +40,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``attack`` sub-command on an ``argparse`` sub-parsers object; return its parser."""
     p = subparsers.add_parser(
         "attack",
-        help="accuracy under adversarial attacks and noise vs epsilon (white-box and transfer)",
+        help=COMMANDS["attack"],
         description=(
             "Evaluate trained checkpoints under attacks for a list of epsilons. Writes tidy rows (CSV and "
             "JSONL, one per model, attack, norm, eps and seed), the resolved config and a plot."

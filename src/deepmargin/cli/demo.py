@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from .main import COMMANDS
+
 import argparse
 from pathlib import Path
 
 from ._common import positive_int, seed_int
 
-HELP = "train cross-entropy and large-margin models on digits and a toy set; print a table, write results and a picture"
+HELP = COMMANDS["demo"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

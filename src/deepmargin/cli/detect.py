@@ -38,6 +38,8 @@ Margins use the rectified outputs ``relu(f)`` when the checkpoint was trained wi
 
 from __future__ import annotations
 
+from .main import COMMANDS
+
 import argparse
 import logging
 import sys
@@ -69,7 +71,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``detect`` subcommand on an ``argparse`` sub-parsers object; return its parser."""
     p = subparsers.add_parser(
         "detect",
-        help="detect adversarial inputs by their margin p-value (Kesidis et al.): AUC, TPR at a false-positive rate",
+        help=COMMANDS["detect"],
         description=(
             "Fit Gaussian mixtures (BIC order) to the log-margins of a checkpoint's correctly classified training "
             "samples, set a p-value threshold at --fpr on clean held-out data, and measure how well the p-value "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .main import COMMANDS
+
 import argparse
 import math
 from pathlib import Path
@@ -11,7 +13,7 @@ from ._common import positive_int
 
 __all__ = ["add_parser", "run", "evaluate_checkpoint", "norm_label"]
 
-HELP = "test accuracy and per-layer linearised margins of a checkpoint"
+HELP = COMMANDS["evaluate"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

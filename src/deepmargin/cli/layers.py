@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from .main import COMMANDS
+
 import argparse
 
 from ._common import positive_int, print_layer_table
 
-HELP = "print a model's layer names, module types and output shapes"
+HELP = COMMANDS["layers"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from .main import COMMANDS
+
 import argparse
 
-HELP = "list the training losses with their options and defaults"
+HELP = COMMANDS["losses"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

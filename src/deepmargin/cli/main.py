@@ -13,8 +13,26 @@ from collections.abc import Sequence
 from types import ModuleType
 
 
+#: Each subcommand's one-line help, in the order ``--help`` lists them: the one place these lines are
+#: written (each module's ``HELP`` reads it), so ``deepmargin --help`` imports no subcommand module.
+COMMANDS: dict[str, str] = {
+    "train": "train a model (cross-entropy, hinge or large margin); writes metrics and checkpoints to --out",
+    "evaluate": "test accuracy and per-layer linearised margins of a checkpoint",
+    "attack": "accuracy under adversarial attacks and noise vs epsilon (white-box and transfer)",
+    "robustness": "distance of test inputs to the decision boundary: minimum-norm attacks, linearised margins, rho_adv",
+    "detect": "detect adversarial inputs by their margin p-value (Kesidis et al.): AUC, TPR at a false-positive rate",
+    "experiment": "run a study of Elsayed et al. (noisy-labels, limited-data, adversarial, or all), or compare-methods "
+                  "(every margin method side by side), and write rows, plots and a report",
+    "report": "merge a study's shards into DIR/rows.csv and rows.jsonl, redraw its plots and write DIR/report.md and "
+              "report.html",
+    "demo": "train cross-entropy and large-margin models on digits and a toy set; print a table, write results and a "
+            "picture",
+    "layers": "print a model's layer names, module types and output shapes",
+    "losses": "list the training losses with their options and defaults",
+}
+
 #: Subcommand modules, in the order ``--help`` lists them. Missing optional ones are skipped.
-SUBCOMMANDS = ("train", "evaluate", "attack", "robustness", "detect", "experiment", "report", "demo", "layers", "losses")
+SUBCOMMANDS = tuple(COMMANDS)
 
 #: Errors that come from bad user input; they are reported in one line instead of a traceback.
 USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
@@ -79,12 +97,11 @@ def build_parser(argv: Sequence[str] | None = None) -> tuple[argparse.ArgumentPa
     chosen = _chosen_command(argv) if argv is not None else None
     modules: dict[str, ModuleType] = {}
     for name in SUBCOMMANDS:
+        if argv is not None and name != chosen:  # listed only: its module is not imported
+            subparsers.add_parser(name, help=COMMANDS[name])
+            continue
         module = _load(name)
         if module is None:
-            continue
-        if argv is not None and name != chosen:
-            subparsers.add_parser(name, help=getattr(module, "HELP", None))
-            modules[name] = module
             continue
         before = set(subparsers.choices)
         module.add_parser(subparsers)

@@ -32,6 +32,8 @@ Every file is written to a temporary file and moved into place with ``os.replace
 
 from __future__ import annotations
 
+from .main import COMMANDS
+
 import argparse
 import logging
 import sys
@@ -65,7 +67,7 @@ __all__ = [
     "certify",
 ]
 
-HELP = "distance of test inputs to the decision boundary: minimum-norm attacks, linearised margins, rho_adv"
+HELP = COMMANDS["robustness"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

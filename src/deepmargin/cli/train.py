@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .main import COMMANDS
+
 import argparse
 import dataclasses
 import json
@@ -15,7 +17,7 @@ from ._common import _number_type, dataset_arg, nonneg_float, positive_float, po
 _ratio_float = _number_type(float, lambda v: 0.0 < v <= 1.0, "a float in (0, 1]", "ratio_float", "a float in (0, 1]")
 _nonneg_int = _number_type(int, lambda v: v >= 0, "an int >= 0", "nonneg_int", "an int >= 0")
 
-HELP = "train a model (cross-entropy, hinge or large margin); writes metrics and checkpoints to --out"
+HELP = COMMANDS["train"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
