@@ -38,7 +38,6 @@ FLOORS = {
 #: (source module, target subpackage).
 KNOWN_UPWARD = {
     ("deepmargin.experiments.demo", "reports"),
-    ("deepmargin.experiments.engine", "reports"),
     ("deepmargin.losses.logit_margin", "training"),
 }
 

@@ -34,6 +34,7 @@ from deepmargin.experiments import (
 )
 from deepmargin.experiments.engine import cell_result_path, merge_and_report
 from deepmargin.experiments.protocol import PROTOCOLS, expand_grid, hp_tag
+from deepmargin.reports.study import write_report
 
 GRID = {"margin": {"gamma": {"2": [0.3, 1.2], "inf": [0.05, 0.2], "1": [1.0, 4.0]}}, "default": {}}
 
@@ -206,7 +207,7 @@ def reference(tmp_path_factory):
     """The tiny study, run once without interruption or shards."""
     root = tmp_path_factory.mktemp("reference")
     options = tiny(root)
-    result = run_study(options, root / "study", jobs=1)
+    result = run_study(options, root / "study", jobs=1, report=write_report)
     return root, options, result
 
 

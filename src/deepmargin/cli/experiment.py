@@ -123,6 +123,7 @@ def options_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Run the study; print where the rows and the report are."""
     from ..experiments.engine import parse_shard, run_study, usable_cpus
+    from ..reports.study import write_report
 
     options = options_from_args(args)
     shard = parse_shard(args.shard)
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if jobs == "auto":
         jobs = usable_cpus() if options.device == "cpu" else 1
     result = run_study(options, args.out, shard=shard, jobs=jobs, overwrite=args.overwrite, progress=args.progress,
-                       report=args.report)
+                       report=write_report if args.report else None)
     print(f"study directory   {result.out_dir}")
     print(f"cells             {len(result.ran)} computed, {len(result.reused)} reused")
     for role, path in result.files.items():

@@ -18,8 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Merge and report; print the files."""
     from ..experiments.engine import merge_and_report
+    from ..reports.study import write_report
 
-    files = merge_and_report(args.dir)
+    files = merge_and_report(args.dir, report=write_report)
     for role in ("rows", "rows_jsonl", "report", "html"):
         print(f"wrote {files[role]}")
     if files["missing"]:

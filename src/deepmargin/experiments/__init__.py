@@ -1,6 +1,10 @@
 """Studies assembled from the library: the demo, the paper's studies (noisy labels, limited data, adversarial)
 and ``compare-methods`` (every margin method side by side).
 
+The runner (:mod:`.engine`) is generic; what each kind of cell trains or measures is registered in
+:mod:`.cells`. The report is written by the caller (``deepmargin experiment`` passes
+:func:`deepmargin.reports.study.write_report` as ``report``).
+
 Example:
     >>> from deepmargin.experiments import StudyOptions, run_study
     >>> result = run_study(StudyOptions(studies=("noisy-labels",), seeds=(0,)), "runs/noisy")  # doctest: +SKIP

@@ -1,63 +1,64 @@
 """Running a study's cells: resumable, shardable, in parallel worker processes, with a progress display.
 
-A study directory holds::
+The runner is generic: it takes the cells of a plan (:func:`~deepmargin.experiments.studies.build_plan`),
+and computes each through its kind (:mod:`deepmargin.experiments.cells`: what a training cell trains
+and what an evaluation cell measures live there), once its dependencies are finished. A study
+directory holds::
 
     study.json        the options, protocol, grid, presets and package versions (a rerun must match)
     cells.json        every cell with its resolved configuration and its shard group
     train/PRESET/SETTING/HP-seedS/   one training run each (config.json, metrics, last.pt, best.pt, results.json)
     eval/PRESET/seedS/rows.json      the attack rows of one chosen model
+    compare/..., cost/...            compare-methods' measurements
     rows.csv, rows.jsonl             the tidy rows (an unsharded run, or ``deepmargin report``)
     shards/rows-I-of-N.jsonl/.csv    the rows of one shard
-    report.md, report.html, figures/ the report (:mod:`deepmargin.reports.study`)
+    report.md, report.html, figures/ the report (``report=`` of :func:`run_study`; the CLI passes
+                                     :func:`deepmargin.reports.study.write_report`)
 
 Safety: a cell is finished when its result file exists (``results.json`` / ``rows.json``, written
 atomically last) and records the cell's configuration; finished cells are never recomputed, an
 interrupted training cell resumes from its ``last.pt`` (the same numbers as an uninterrupted run on
 CPU; on GPU up to nondeterministic kernels), an interrupted evaluation cell starts again. While a
-process works on a cell it holds an ``flock`` on ``CELL/.lock`` (the kernel releases it when the
+process works on a cell it holds an ``flock`` on ``CELL/.cell.lock`` (the kernel releases it when the
 process dies); other processes skip the cell and come back to it. ``study.json`` is read and
-extended under ``.study.lock``. A training cell whose loss diverges is recorded as such and never
-chosen.
+extended under ``.study.lock`` (:mod:`.studydir`). A training cell whose loss diverges is recorded as
+such and never chosen.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import json
 import logging
-import math
 import os
-import shutil
-import socket
-import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..training.records import _clean, write_json, write_rows
-from .compare import COMPARE
-from .presets import preset_family
-from .studies import ALL_STUDIES, ROW_COLUMNS, Cell, Plan, StudyOptions, build_plan, study_rows
+from ..training.records import write_json, write_rows
+from .cells import CellError, CellJob, cell_kind, cell_result_path, read_results
+from .progress import Progress
+from .studies import ROW_COLUMNS, Cell, Plan, StudyOptions, build_plan, study_rows
+from .studydir import CELL_LOCK, check_resolved, delete_study, load_plan, locked, options_from_dict, prepare_dir, versions
 
 __all__ = [
-    "StudyResult", "assign_shards", "collect_rows", "load_plan", "merge_and_report", "options_from_dict", "parse_shard",
-    "run_study", "usable_cpus",
+    "CellError", "ReportWriter", "StudyResult", "assign_shards", "cell_result_path", "collect_rows", "load_plan",
+    "merge_and_report", "merge_rows", "options_from_dict", "parse_shard", "run_cell", "run_study", "usable_cpus",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Options that may change between runs of one study directory.
-FREE_OPTIONS = frozenset({"device", "data_root", "studies"})
-#: What ``--overwrite`` deletes (only what a study writes).
-STUDY_FILES = ("train", "eval", "compare", "cost", "shards", "figures", "rows.csv", "rows.jsonl", "report.md", "report.html", "study.json", "cells.json")
-
 _FORMAT = 1
+
+#: What writes a report: ``writer(study directory, rows=rows) -> {role: file}`` (e.g.
+#: :func:`deepmargin.reports.study.write_report`), run after the rows of an unsharded run are written.
+ReportWriter = Callable[..., Mapping[str, Any]]
+
+_delete_study = delete_study  # its old name
 
 
 def usable_cpus() -> int:
@@ -149,139 +150,7 @@ class StudyResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _versions() -> dict[str, str]:
-    import platform
-
-    import numpy
-    import sklearn
-    import torch
-
-    from .. import __version__
-
-    return {"deepmargin": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "scikit-learn": sklearn.__version__, "python": platform.python_version()}
-
-
-def _options_key(options: StudyOptions) -> dict[str, Any]:
-    """The options that must match, as they read back from ``study.json`` (a JSON round trip)."""
-    plain = json.loads(json.dumps(_clean(options.to_dict())))
-    return {k: v for k, v in plain.items() if k not in FREE_OPTIONS}
-
-
-def _delete_study(out: Path) -> None:
-    """``--overwrite``: delete what a study wrote in ``out`` -- only when ``out`` holds a study, and
-    never while another process works on one of its cells."""
-    if not (out / "study.json").exists():
-        return
-    for lock in out.rglob(".lock"):
-        with _locked(lock, blocking=False) as free:
-            if not free:
-                raise ValueError(
-                    f"The study in {str(out)!r} cannot be overwritten: another process is computing the cell "
-                    f"{str(lock.parent.relative_to(out))!r} (it holds {str(lock)!r}). Stop it first, or use another --out."
-                )
-    for name in STUDY_FILES:
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-
-
-def _prepare_dir(out: Path, options: StudyOptions, overwrite: bool) -> tuple[str, ...]:
-    """Check ``out/study.json`` against ``options`` (not with ``overwrite``); returns the studies the
-    directory holds after this run."""
-    path = out / "study.json"
-    if overwrite:
-        return tuple(s for s in ALL_STUDIES if s in options.studies)
-    if not path.exists():
-        return tuple(s for s in ALL_STUDIES if s in options.studies)
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        saved_options = saved["options"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{str(path)!r} is not a study file written by deepmargin ({exc}). Choose another --out, or --overwrite.") from exc
-    now = _options_key(options)
-    old = {k: v for k, v in saved_options.items() if k not in FREE_OPTIONS}
-    diff = {k: (old.get(k), now.get(k)) for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)}
-    if diff:
-        lines = "; ".join(f"{k}: {a!r} (saved) != {b!r} (now)" for k, (a, b) in diff.items())
-        raise ValueError(
-            f"The study in {str(out)!r} was run with other options, refusing to continue it: {lines}. "
-            "Use the same options, another --out, or --overwrite to start again."
-        )
-    held = set(saved_options.get("studies", ())) | set(options.studies)
-    return tuple(s for s in ALL_STUDIES if s in held)
-
-
-def _check_resolved(out: Path, plan: Plan) -> None:
-    """Refuse a grid file or a preset file whose content changed since the study in ``out`` was started."""
-    path = out / "study.json"
-    if not path.exists():
-        return
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    now = plan.describe()
-    families = {"default", *plan.presets, *(preset_family(p.fields) for p in plan.presets.values())}
-    for key in ("grid", "presets", "protocol", "data"):
-        old, new = saved.get(key), json.loads(json.dumps(_clean(now[key])))
-        if key == "grid" and isinstance(old, dict):  # only the families this study's presets use
-            old = {k: v for k, v in old.items() if k in families}
-            new = {k: v for k, v in new.items() if k in families}
-        if key == "presets" and isinstance(old, dict):  # what trains, not the descriptions
-            common = set(old) & set(new)
-            old, new = {k: old[k].get("fields") for k in common}, {k: new[k].get("fields") for k in common}
-        elif key == "data" and isinstance(old, dict):
-            common = set(old) & set(new)
-            old, new = {k: old[k] for k in common}, {k: new[k] for k in common}
-        # order matters for the grid (it names the cells and breaks ties): compare the JSON text
-        if old is not None and json.dumps(old) != json.dumps(new):
-            raise ValueError(
-                f"The {key} of the study in {str(out)!r} changed since it was started (a grid, preset or data file was "
-                f"edited, or another deepmargin version): {json.dumps(old)} (saved) != {json.dumps(new)} (now). "
-                "Restore it, use another --out, or --overwrite."
-            )
-
-
-# -- locks ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _locked(path: Path, *, blocking: bool) -> Iterator[bool]:
-    """Hold an exclusive ``flock`` on ``path`` (created, never deleted) for the ``with`` block.
-
-    Yields False, without waiting, when another process holds it and ``blocking`` is False. The
-    kernel drops the lock when its holder dies (SIGKILL, power loss of that process's host on
-    NFS after the lease), so a lock is never left behind. The file itself stays (deleting a lock
-    file while another process waits on it would let two processes hold "the" lock).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        except OSError as exc:  # e.g. Lustre mounted with noflock, NFS without a lock manager
-            raise OSError(
-                f"Cannot lock {str(path)!r} ({exc}): the file system of the study directory does not support flock. "
-                "Put --out on a file system that does (a local disk, NFS with locking, Lustre with -o flock)."
-            ) from exc
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}))
-            handle.flush()
-            yield True
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 # -- cells --------------------------------------------------------------------------------------
-
-
-def cell_result_path(out: Path, cell: Cell) -> Path:
-    """The file whose presence marks ``cell`` finished."""
-    return out / cell.id / ("results.json" if cell.kind == "train" else "rows.json")
 
 
 def _set_threads(threads: int) -> None:
@@ -290,50 +159,30 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-class CellError(RuntimeError):
-    """A cell of a study failed (its id and the reason are in the message); a user-level error."""
-
-    user_error = True
-
-
 def run_cell(out: str, cell: dict[str, Any], dataset_label: str, threads: int) -> dict[str, Any]:
     """Compute one cell in this process (a worker's entry point); returns ``{"status", "seconds"}``.
 
     ``status`` is ``"done"`` (computed now), ``"found"`` (already finished), ``"locked"``
     (another live process works on it) or ``"diverged"`` (the training loss became NaN or
     infinite: recorded in ``results.json`` with no accuracy, so the grid point is never chosen
-    and a rerun does not try it again).
+    and a rerun does not try it again). The cell's kind (:func:`~deepmargin.experiments.cells.cell_kind`)
+    computes it.
     """
     _set_threads(threads)
     root = Path(out)
     the_cell = Cell(cell["id"], cell["kind"], tuple(cell["group"]), cell["config"], tuple(cell["deps"]), cell["cost"])
+    kind = cell_kind(the_cell.kind)
     result_path = cell_result_path(root, the_cell)
     if result_path.exists():
         return {"status": "found", "seconds": 0.0}
-    cell_dir = root / the_cell.id
     tic = time.perf_counter()
-    with _locked(cell_dir / ".lock", blocking=False) as mine:
+    with locked(root / the_cell.id / CELL_LOCK, blocking=False) as mine:
         if not mine:
             return {"status": "locked", "seconds": 0.0}
         if result_path.exists():
             return {"status": "found", "seconds": 0.0}
-        status = "done"
         try:
-            if the_cell.kind == "train":
-                from ..training import TrainConfig, train
-
-                try:
-                    train(TrainConfig.from_dict(the_cell.config), cell_dir, resume=None, progress=False, verbose=False)
-                except FloatingPointError as exc:
-                    status = "diverged"
-                    write_json(result_path, {"status": "diverged", "error": str(exc), "config": the_cell.config,
-                                             "best_val_acc": None, "test_acc": None, "test_acc_best": None,
-                                             "seconds_total": time.perf_counter() - tic})
-                    logger.warning("%s diverged (%s); it is never chosen", the_cell.id, exc)
-            else:
-                evaluate = {"eval": _evaluate, "compare": _evaluate_compare, "cost": _measure_cost}[the_cell.kind]
-                rows = evaluate(root, the_cell, dataset_label)
-                write_json(result_path, {"rows": rows, "seconds": time.perf_counter() - tic})
+            status = kind.run(CellJob(root, the_cell, dataset_label, tic))
         except (CellError, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -343,226 +192,32 @@ def run_cell(out: str, cell: dict[str, Any], dataset_label: str, threads: int) -
     return {"status": status, "seconds": time.perf_counter() - tic}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CellError(f"The result file {str(path)!r} cannot be read ({exc}); delete it to recompute that cell.") from exc
-
-
-def _read_results(root: Path, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for cell_id in ids:
-        path = root / cell_id / "results.json"
-        if path.exists():
-            out[cell_id] = _read_json(path)
-    return out
-
-
-def _evaluate(root: Path, cell: Cell, dataset_label: str) -> list[dict[str, Any]]:
-    """The adversarial-study rows of one chosen model: FGSM/IFGSM white- and black-box, Gaussian noise."""
-    import torch
-
-    from ..attacks import FGSM, IFGSM, GaussianNoise, accuracy_vs_epsilon
-    from ..data import load_dataset
-    from .studies import hp_label
-
-    spec = cell.config
-    found = _load_chosen(root, cell)
-    if found is None:
-        logger.warning("%s: every grid point of %s or of its source diverged; nothing to attack", cell.id, spec["loss"])
-        return []
-    results, chosen, model, source, meta = found
-    device = torch.device(spec["device"])
-    config = meta["config"]
-    data_root = spec.get("data_root") or config.get("data_root")
-    bundle = load_dataset(config["dataset"], root=data_root, val_size=0.0, seed=0)
-    x, y = bundle.test.x, bundle.test.y
-    if spec["attack_n"] is not None:
-        x, y = x[: spec["attack_n"]], y[: spec["attack_n"]]
-    x, y = x.to(device), y.to(device)
-    bounds = tuple(bundle.bounds) if bundle.bounds is not None else (-math.inf, math.inf)
-    steps = None if math.isfinite(bounds[1] - bounds[0]) else 10  # IFGSM's grey-level schedule needs finite bounds
-    seed = int(spec["seed"])
-    name = spec["loss"]
-    base = {
-        "study": "adversarial", "dataset": dataset_label, "loss": name, "label_noise": 0.0, "train_fraction": 1.0,
-        "seed": seed, "val_acc": results[chosen].get("best_val_acc"), "test_acc_last": None,
-        "n_train": (results[chosen].get("data") or {}).get("sizes", {}).get("train"),
-        "hp": hp_label(chosen), "run": chosen,
-    }
-    rows: list[dict[str, Any]] = []
-
-    def add(attack_rows: Sequence[Mapping[str, Any]], attack: str, box: str, source_name: str | None) -> None:
-        for r in attack_rows:
-            rows.append({**base, "attack": attack, "eps": float(r["eps"]), "box": box, "test_acc": r["accuracy"],
-                         "n_test": r["n"], "source": source_name})
-
-    eps = [float(e) for e in spec["eps"]]
-    for attack_name, attack in (("fgsm", FGSM(eps=max(eps) or 1.0, bounds=bounds)),
-                                ("ifgsm", IFGSM(eps=max(eps) or 1.0, bounds=bounds, steps=steps))):
-        add(accuracy_vs_epsilon({name: model}, attack, x, y, eps), attack_name, "white", None)
-        add(accuracy_vs_epsilon({name: model}, attack, x, y, eps, source=source, source_name=spec["source"]),
-            attack_name, "black", spec["source"])
-    clip_bounds = bounds if math.isfinite(bounds[1] - bounds[0]) else (-math.inf, math.inf)
-    if spec["noise_std"]:
-        noise = GaussianNoise(std=1.0, bounds=clip_bounds, clip=math.isfinite(bounds[1] - bounds[0]))
-        add(accuracy_vs_epsilon({name: model}, noise, x, y, [float(s) for s in spec["noise_std"]], seed=seed), "noise-std", "none", None)
-    if spec["snr_db"]:
-        noise = GaussianNoise(snr=20.0, bounds=clip_bounds, clip=math.isfinite(bounds[1] - bounds[0]))
-        add(accuracy_vs_epsilon({name: model}, noise, x, y, [float(s) for s in spec["snr_db"]], seed=seed), "noise-snr", "none", None)
-    return rows
-
-
-def _load_chosen(root: Path, cell: Cell):
-    """``(results, chosen id, model, source, meta)`` of an evaluation cell: its preset's validation-chosen
-    model and the ``ce`` source of the same seed, in eval mode on the cell's device; ``None`` when every
-    grid point of either diverged."""
-    import torch
-
-    from ..training.checkpoint import load_model
-    from .studies import select_runs
-
-    spec = cell.config
-    results = _read_results(root, list(cell.deps))
-    chosen = select_runs(results, spec["candidates"])
-    source_id = select_runs(results, spec["source_candidates"])
-    if chosen is None or source_id is None:
-        raise CellError(f"Cell {cell.id!r} started before its training cells finished: {sorted(set(cell.deps) - set(results))}.")
-    if results[chosen].get("test_acc_best") is None or results[source_id].get("test_acc_best") is None:
-        return None
-    device = torch.device(spec["device"])
-    model, meta = load_model(root / chosen / "best.pt", map_location="cpu")
-    source, _ = load_model(root / source_id / "best.pt", map_location="cpu")
-    return results, chosen, model.to(device).eval(), source.to(device).eval(), meta
-
-
-def _chosen_models(root: Path, cell: Cell):
-    """The chosen model of a measurement cell and its ``ce`` source, with the run's data bundle and row fields."""
-    from ..data import load_dataset
-    from .studies import hp_label
-
-    spec = cell.config
-    found = _load_chosen(root, cell)
-    if found is None:
-        return None
-    results, chosen, model, source, meta = found
-    config = meta["config"]
-    bundle = load_dataset(config["dataset"], root=spec.get("data_root") or config.get("data_root"), val_size=config["val_size"],
-                          train_fraction=config["train_fraction"], label_noise=config["label_noise"], seed=config["seed"])
-    base = {"study": COMPARE, "loss": spec["loss"], "label_noise": 0.0, "train_fraction": 1.0, "seed": int(spec["seed"]),
-            "val_acc": results[chosen].get("best_val_acc"), "n_train": len(bundle.train), "hp": hp_label(chosen), "run": chosen}
-    return model, source, bundle, base
-
-
-def _evaluate_compare(root: Path, cell: Cell, dataset_label: str) -> list[dict[str, Any]]:
-    """The compare-methods measurements of one chosen clean model (:func:`.compare.evaluate_compare`)."""
-    from .compare import evaluate_compare
-
-    chosen = _chosen_models(root, cell)
-    if chosen is None:
-        logger.warning("%s: every grid point of %s or of its source diverged; nothing to measure", cell.id, cell.config["loss"])
-        return []
-    model, source, bundle, base = chosen
-    return evaluate_compare(model, source, bundle, cell.config, {**base, "dataset": dataset_label})
-
-
-def _measure_cost(root: Path, cell: Cell, dataset_label: str) -> list[dict[str, Any]]:
-    """The step time and peak memory of every compare-methods method relative to ``ce`` (one process, interleaved)."""
-    from .compare import measure_cost
-
-    plan_cells = {c["id"]: c for c in json.loads((root / "cells.json").read_text(encoding="utf-8"))["cells"]}
-    configs = {name: plan_cells[run]["config"] for name, run in cell.config["runs"].items()}
-    base = {"study": COMPARE, "dataset": dataset_label, "label_noise": 0.0, "train_fraction": 1.0, "seed": cell.config["seed"]}
-    return measure_cost(configs, cell.config, base)
-
-
 # -- rows ---------------------------------------------------------------------------------------
 
 
 def collect_rows(plan: Plan, out: str | os.PathLike[str], *, groups: set | None = None) -> list[dict[str, Any]]:
     """The rows of every finished cell of ``plan`` in ``out`` (only ``groups`` when given)."""
-    root = Path(out)
-    train_ids = [c.id for c in plan.cells.values() if c.kind == "train"]
-    results = _read_results(root, train_ids)
-    eval_rows = {}
-    for cell in plan.cells.values():
-        if cell.kind != "train":
-            path = cell_result_path(root, cell)
-            if path.exists():
-                eval_rows[cell.id] = _read_json(path)["rows"]
-    return study_rows(plan, results, eval_rows, groups=groups)
-
-
-# -- progress -----------------------------------------------------------------------------------
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-class _Progress:
-    """Cells done / running / left, elapsed and estimated time left: one rewritten line on a
-    terminal, a log line per finished cell otherwise."""
-
-    def __init__(self, total: int, done: int, jobs: int, show: bool | None) -> None:
-        self.total, self.done, self.jobs = total, done, jobs
-        self.running = 0
-        self.start = time.perf_counter()
-        self.durations: list[float] = []
-        try:
-            tty = sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            tty = False
-        self.live = tty if show is None else bool(show) and tty
-
-    def eta(self) -> float | None:
-        if not self.durations:
-            return None
-        left = self.total - self.done
-        return sum(self.durations) / len(self.durations) * left / max(1, min(self.jobs, left or 1))
-
-    def line(self) -> str:
-        eta = self.eta()
-        return (f"cells {self.done}/{self.total} done, {self.running} running, {self.total - self.done - self.running} left, "
-                f"elapsed {_clock(time.perf_counter() - self.start)}, left ~{'?' if eta is None else _clock(eta)}")
-
-    def draw(self) -> None:
-        if self.live:
-            sys.stderr.write("\r" + self.line().ljust(100))
-            sys.stderr.flush()
-
-    def finished(self, cell: Cell, seconds: float, status: str) -> None:
-        self.done += 1
-        if status in ("done", "diverged"):
-            self.durations.append(seconds)
-        if self.live:
-            self.draw()
+    results, cell_rows = {}, {}
+    for cell_id, data in read_results(Path(out), plan.cells).items():
+        if cell_kind(plan.cells[cell_id].kind).holds_rows:
+            cell_rows[cell_id] = data["rows"]
         else:
-            logger.info("[%d/%d] %s %s (%.1f s); %s", self.done, self.total, cell.id, status, seconds, self.line())
-
-    def close(self) -> None:
-        if self.live:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+            results[cell_id] = data
+    return study_rows(plan, results, cell_rows, groups=groups)
 
 
 # -- the run ------------------------------------------------------------------------------------
 
 
-def _needed(plan: Plan, studies: Sequence[str]) -> list[Cell]:
-    ids: dict[str, None] = {}
-    for (study, *_rest), cands in plan.candidates.items():
-        if study in studies:
-            ids.update(dict.fromkeys(cands))
-    if "adversarial" in studies:
-        ids.update({c.id: None for c in plan.cells.values() if c.kind == "eval"})
-    if COMPARE in studies:
-        ids.update({c.id: None for c in plan.cells.values() if c.kind in ("compare", "cost")})
-    return [plan.cells[i] for i in plan.cells if i in ids]
+def _report_writer(report: Any) -> ReportWriter | None:
+    if report is None or report is False:
+        return None
+    if not callable(report):
+        raise ValueError(
+            "The 'report' parameter of run_study must be None or a callable (study directory, *, rows) -> files, e.g. "
+            f"deepmargin.reports.study.write_report (the experiments do not import the reports). Got {report!r} instead."
+        )
+    return report
 
 
 def run_study(
@@ -573,7 +228,7 @@ def run_study(
     jobs: int = 1,
     overwrite: bool = False,
     progress: bool | None = None,
-    report: bool = True,
+    report: ReportWriter | None = None,
     wait_seconds: float = 5.0,
 ) -> StudyResult:
     """Run (or continue) the studies of ``options`` in ``out_dir``.
@@ -585,7 +240,9 @@ def run_study(
         jobs: worker processes (``1``: in this process). Each gets ``usable_cpus() // jobs`` torch threads.
         overwrite: delete the study files in ``out_dir`` first.
         progress: live progress line (``None``: when stderr is a terminal).
-        report: write the report after an unsharded run.
+        report: called after an unsharded run has written its rows, as ``report(out_dir, rows=rows)``, to
+            write the report (:func:`deepmargin.reports.study.write_report`); its files join
+            ``StudyResult.files``. ``None`` (or False): no report.
         wait_seconds: polling interval while a cell is locked by another process.
 
     Returns:
@@ -601,23 +258,24 @@ def run_study(
             "The 'overwrite' parameter of run_study (--overwrite) must be False with a shard: it would delete the other "
             f"shards' work. Got overwrite=True with shard {shard[0]}/{shard[1]} instead; delete the folder first."
         )
+    writer = _report_writer(report)
     tic = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with _locked(out / ".study.lock", blocking=True):  # concurrent runs read and extend study.json one at a time
-        held = _prepare_dir(out, options, overwrite)
-        plan = build_plan(_with_studies(options, held))  # every check before anything is deleted or written
+    with locked(out / ".study.lock", blocking=True):  # concurrent runs read and extend study.json one at a time
+        held = prepare_dir(out, options, overwrite)
+        plan = build_plan(dataclasses.replace(options, studies=tuple(held)))  # every check before anything is deleted or written
         if overwrite:
-            _delete_study(out)
+            delete_study(out)
         else:
-            _check_resolved(out, plan)
+            check_resolved(out, plan)
             _check_finished(out, [c for c in plan.cells.values() if cell_result_path(out, c).exists()])
-        describe = {"format": _FORMAT, **plan.describe(), "versions": _versions()}
+        describe = {"format": _FORMAT, **plan.describe(), "versions": versions()}
         describe["options"]["studies"] = list(held)
         write_json(out / "study.json", describe)
         write_json(out / "cells.json", {"cells": [c.to_dict() for c in plan.cells.values()]})
 
-    cells = _needed(plan, options.studies)
+    cells = plan.cells_for(options.studies)
     groups = None
     if shard is not None:
         owner = assign_shards(list(plan.cells.values()), shard[1])
@@ -632,7 +290,7 @@ def run_study(
     finished = {c.id for c in cells if cell_result_path(out, c).exists()}
     reused = sorted(finished)
     ran: list[str] = []
-    display = _Progress(len(cells), len(finished), jobs, progress)
+    display = Progress(len(cells), len(finished), jobs, progress)
     logger.info(
         "study %s on %s: %d cells%s, %d already finished, %d job(s) x %d thread(s)", "+".join(options.studies),
         plan.dataset_label, len(cells), f" (shard {shard[0]}/{shard[1]})" if shard else "", len(finished), jobs, threads,
@@ -654,64 +312,24 @@ def run_study(
         write_rows(out / "rows", rows, fieldnames=ROW_COLUMNS)
         files["rows"] = out / "rows.csv"
         files["rows_jsonl"] = out / "rows.jsonl"
-        if report:
-            from ..reports.study import write_report
-
-            files.update(write_report(out, rows=rows))
+        if writer is not None:
+            files.update(writer(out, rows=rows))
     return StudyResult(out, rows, ran, reused, shard, time.perf_counter() - tic, files)
 
 
 def _check_finished(out: Path, cells: Sequence[Cell]) -> None:
-    """Refuse finished training cells whose recorded configuration is not the cell's (never reuse another run)."""
-    from ..losses import loss_spec
-    from ..training.config import RESUME_FREE_KEYS, config_differences
-
+    """Let each kind refuse its finished cells that were computed with another configuration."""
+    by_kind: dict[str, list[Cell]] = {}
     for cell in cells:
-        if cell.kind != "train":
-            continue
-        saved = _read_json(cell_result_path(out, cell)).get("config") or {}
-        now = dict(cell.config)
-        uses_layers = loss_spec(now.get("loss", "ce")).uses_layers
-        if uses_layers and now.get("layers") is None:
-            now["layers"] = _default_layers(now)  # what train() resolves None to today
-        ignore = RESUME_FREE_KEYS | ({"layers"} if not uses_layers else set())
-        diff = config_differences(saved, now, ignore=ignore)
-        if diff:
-            lines = "; ".join(f"{k}: {a!r} (saved) != {b!r} (now)" for k, (a, b) in diff.items())
-            raise ValueError(
-                f"The finished cell {cell.id!r} in {str(out)!r} was trained with another configuration ({lines}). "
-                "Use another --out, or --overwrite to start the study again."
-            )
-
-
-def _default_layers(config: Mapping[str, Any]) -> list[str] | None:
-    """The default margin layers of a cell's model (None when the model cannot be built here)."""
-    from ..models import build_model
-    from ..training.objective import default_margin_layers
-
-    key = json.dumps([config["model"], config.get("model_kwargs"), config["dataset"]], sort_keys=True)
-    if key not in _LAYER_CACHE:
-        try:
-            from ..data import load_dataset
-
-            bundle = load_dataset(config["dataset"], root=config.get("data_root"), val_size=0.0, seed=0)
-            model = build_model(config["model"], num_classes=bundle.num_classes, input_shape=bundle.input_shape,
-                                **(config.get("model_kwargs") or {}))
-            _LAYER_CACHE[key] = default_margin_layers(model)
-        except (ValueError, TypeError, OSError):
-            _LAYER_CACHE[key] = None
-    return _LAYER_CACHE[key]
-
-
-_LAYER_CACHE: dict[str, list[str] | None] = {}
-
-
-def _with_studies(options: StudyOptions, studies: Sequence[str]) -> StudyOptions:
-    return dataclasses.replace(options, studies=tuple(studies))
+        by_kind.setdefault(cell.kind, []).append(cell)
+    for name, of_kind in by_kind.items():
+        check = cell_kind(name).check_finished
+        if check is not None:
+            check(out, of_kind)
 
 
 def _schedule(
-    out: Path, plan: Plan, pending: list[Cell], finished: set[str], jobs: int, threads: int, display: _Progress,
+    out: Path, plan: Plan, pending: list[Cell], finished: set[str], jobs: int, threads: int, display: Progress,
     ran: list[str], wait_seconds: float,
 ) -> None:
     """Run ``pending`` cells, each once its dependencies are finished; up to ``jobs`` at a time."""
@@ -731,7 +349,7 @@ def _schedule(
         finished.add(cell.id)
         if outcome["status"] in ("done", "diverged"):
             ran.append(cell.id)
-        display.finished(cell, outcome["seconds"], outcome["status"])
+        display.finished(cell.id, outcome["seconds"], outcome["status"])
 
     label = plan.dataset_label
     if jobs == 1:
@@ -797,33 +415,21 @@ def _stalled(waiting: Sequence[Cell], finished: set[str]) -> None:
             raise CellError(f"Cell {cell.id!r} depends on cells that are not part of this run: {missing}.")
 
 
-def options_from_dict(data: Mapping[str, Any]) -> StudyOptions:
-    """Rebuild :class:`StudyOptions` from :meth:`StudyOptions.to_dict` output (lists back to tuples)."""
-    known = {f.name for f in dataclasses.fields(StudyOptions)}
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
-    return StudyOptions(**values)
+def merge_rows(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Rebuild ``rows.csv`` / ``rows.jsonl`` from every finished cell in ``out_dir`` (all shards).
+
+    Returns the files written, by role, and ``"missing"``: the count of cells not finished.
+    """
+    return merge_and_report(out_dir)
 
 
-def load_plan(out_dir: str | os.PathLike[str]) -> Plan:
-    """The plan of the study in ``out_dir``, rebuilt from its ``study.json``."""
-    path = Path(out_dir) / "study.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{str(Path(out_dir))!r} holds no study (no study.json). Give the --out folder of a `deepmargin experiment` run."
-        )
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        options = options_from_dict(saved["options"])
-        return build_plan(options, saved=saved)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{str(path)!r} is not a study file written by deepmargin ({type(exc).__name__}: {exc}).") from exc
-
-
-def merge_and_report(out_dir: str | os.PathLike[str], *, report: bool = True) -> dict[str, Path]:
-    """Rebuild ``rows.csv`` / ``rows.jsonl`` from every finished cell in ``out_dir`` (all shards), then the report.
+def merge_and_report(out_dir: str | os.PathLike[str], *, report: ReportWriter | None = None) -> dict[str, Any]:
+    """Rebuild ``rows.csv`` / ``rows.jsonl`` from every finished cell in ``out_dir`` (all shards), then
+    ``report(out_dir, rows=rows)`` when given (``deepmargin report`` passes :func:`deepmargin.reports.study.write_report`).
 
     Returns the files written, by role; ``"missing"`` is not a file but the count of cells not finished.
     """
+    writer = _report_writer(report)
     out = Path(out_dir)
     plan = load_plan(out)
     rows = collect_rows(plan, out)
@@ -833,9 +439,7 @@ def merge_and_report(out_dir: str | os.PathLike[str], *, report: bool = True) ->
     if missing:
         logger.warning("%d of %d cells are not finished yet (e.g. %s): the rows and the report cover the finished ones",
                        len(missing), len(plan.cells), missing[0])
-    if report:
-        from ..reports.study import write_report
-
-        files.update(write_report(out, rows=rows))
+    if writer is not None:
+        files.update(writer(out, rows=rows))
     files["missing"] = len(missing)
     return files

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..training import TrainConfig
 from .compare import COMPARE, COMPARE_METHODS, compare_defaults, compare_grid
-from .presets import ADVERSARIAL_LOSSES, PAPER_LOSSES, PRESETS, Preset, load_preset_file, preset_family
+from .presets import ADVERSARIAL_LOSSES, BASELINE_PRESET, PAPER_LOSSES, PRESETS, Preset, load_preset_file, preset_family
 from .protocol import Protocol, _norm_key, expand_grid, hp_tag, protocol_for, resolve_grid
 
 __all__ = [
@@ -71,7 +71,10 @@ ROW_COLUMNS: tuple[str, ...] = (
     "val_acc", "test_acc_last", "n_test", "n_train", "source", "hp", "run", "metric", "value",
 )
 
-_SOURCE = "ce"  # the black-box attacker: the cross-entropy model of the same seed
+#: The kinds of cell, besides training, each study measures with.
+_STUDY_CELL_KINDS: dict[str, tuple[str, ...]] = {"adversarial": ("eval",), COMPARE: ("compare", "cost")}
+
+_SOURCE = BASELINE_PRESET  # the black-box attacker: the cross-entropy model of the same seed
 
 
 @dataclass(frozen=True)
@@ -173,9 +176,11 @@ class Cell:
 
     Attributes:
         id: its folder under the study directory, e.g. ``train/margin-l2/noise0.4-frac1/gamma0.6-dropout0-seed1``.
-        kind: ``"train"`` or ``"eval"``.
+        kind: how it is computed, a registered cell kind (:mod:`deepmargin.experiments.cells`):
+            ``"train"``, ``"eval"`` (the adversarial study's attacks), ``"compare"`` or ``"cost"``
+            (``compare-methods``).
         group: ``(label_noise, train_fraction, seed)``: the shard unit.
-        config: a training cell's resolved TrainConfig fields; an evaluation cell's attack settings.
+        config: a training cell's resolved TrainConfig fields; an evaluation cell's settings.
         deps: ids of the cells this one needs (evaluation cells only).
         cost: a rough relative cost, to balance shards and workers.
     """
@@ -219,6 +224,17 @@ class Plan:
     data_info: dict[str, Any] = field(default_factory=dict)
     compare_grid: dict[str, Any] | None = None
     compare: dict[str, float] | None = None
+
+    def cells_for(self, studies: Sequence[str]) -> list[Cell]:
+        """The cells ``studies`` need, in plan order: the training cells of their candidates, the
+        adversarial study's evaluation cells, compare-methods' measurement and cost cells."""
+        ids: dict[str, None] = {}
+        for (study, *_rest), cands in self.candidates.items():
+            if study in studies:
+                ids.update(dict.fromkeys(cands))
+        kinds = {k for study in studies for k in _STUDY_CELL_KINDS.get(study, ())}
+        ids.update({c.id: None for c in self.cells.values() if c.kind in kinds})
+        return [self.cells[i] for i in self.cells if i in ids]
 
     def describe(self) -> dict[str, Any]:
         """What ``study.json`` records: everything that determines the rows."""
