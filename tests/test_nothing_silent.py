@@ -146,3 +146,32 @@ def test_each_subcommand_lists_the_one_line_help_of_the_table():
     parser, _ = build_parser()
     listed = {a.dest: a.help for a in parser._subparsers._group_actions[0]._choices_actions}
     assert listed == COMMANDS
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_for_evaluation(tmp_path, capsys):
+    """Issue 17, item 3: evaluate, attack, robustness and detect refuse it, naming the tensor."""
+    from deepmargin.training import TrainConfig, train
+    from deepmargin.training.checkpoint import load_checkpoint, load_model, save_checkpoint
+
+    run = tmp_path / "run"
+    train(TrainConfig(dataset="digits", epochs=1, train_fraction=0.1), run, verbose=False)
+    ckpt = load_checkpoint(run / "best.pt")
+    state = ckpt["model_state"]
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] = float("nan")
+    from deepmargin.models import build_model
+
+    kwargs = dict(ckpt["model_kwargs"])
+    model = build_model(ckpt["model_name"], **kwargs)
+    model.load_state_dict(state)
+    bad = tmp_path / "nan.pt"
+    save_checkpoint(bad, model=model, model_name=ckpt["model_name"], model_kwargs=kwargs, config=ckpt["config"],
+                    epoch=1, metrics={})
+    with pytest.raises(ValueError, match=f"holds non-finite weights: '{name}'"):
+        load_model(bad)
+    assert load_model(bad, allow_non_finite=True)[0] is not None
+    for argv in (["evaluate", str(bad)], ["attack", str(bad), "--n", "20", "--out", str(tmp_path / "a")],
+                 ["robustness", str(bad), "--n", "20", "--out", str(tmp_path / "r")]):
+        assert main(argv) == 2
+        assert f"holds non-finite weights: '{name}'" in capsys.readouterr().err

@@ -14,10 +14,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from .apgd import APGD
+from .autoattack import AutoAttack
 from .deepfool import DeepFool
+from .fab import FAB
 from .gradient import FGSM, IFGSM, PGD
 from .minnorm import FMN
 from .noise import GaussianNoise
+from .square import Square
 
 __all__ = [
     "ATTACK_NAMES",
@@ -25,24 +29,28 @@ __all__ = [
     "MIN_NORM_ATTACKS",
     "NOISE_MODES",
     "RANDOMISED_ATTACKS",
+    "AUTOATTACK_VERSIONS",
     "attack_norm",
     "build_attack",
 ]
 
 #: Every name :func:`build_attack` knows.
-ATTACK_NAMES = ("fgsm", "ifgsm", "pgd", "deepfool", "fmn", "noise")
+ATTACK_NAMES = ("fgsm", "ifgsm", "pgd", "deepfool", "fmn", "noise", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "square",
+                "autoattack")
 #: Fixed-budget gradient attacks (a radius ``eps``).
-GRADIENT_ATTACKS = ("fgsm", "ifgsm", "pgd")
+GRADIENT_ATTACKS = ("fgsm", "ifgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t")
 #: Minimum-norm attacks (each input's distance to the closest adversarial).
 MIN_NORM_ATTACKS = ("fmn", "deepfool")
 #: Attacks whose result depends on their ``seed`` (PGD with a random start, noise).
-RANDOMISED_ATTACKS = ("pgd", "noise")
+RANDOMISED_ATTACKS = ("pgd", "noise", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "square", "autoattack")
+#: The versions of ``autoattack`` (Croce & Hein 2020): :data:`deepmargin.attacks.autoattack.VERSIONS`.
+AUTOATTACK_VERSIONS = ("standard", "fast", "rand")
 #: Levels of the ``noise`` attack: standard deviations or signal-to-noise ratios in dB.
 NOISE_MODES = ("std", "snr")
 
 _NORMS = {"linf": math.inf, "inf": math.inf, "l_inf": math.inf, "l2": 2.0, "2": 2.0}
 #: Steps when ``steps=None``: PGD 40, DeepFool 50, FMN 100 (IFGSM: Kurakin's rule, see below).
-_DEFAULT_STEPS = {"pgd": 40, "deepfool": 50, "fmn": 100}
+_DEFAULT_STEPS = {"pgd": 40, "deepfool": 50, "fmn": 100, "apgd": 100, "fab": 100}
 
 
 def attack_norm(norm: str | float) -> float:
@@ -69,6 +77,9 @@ def build_attack(
     overshoot: float = 0.02,
     noise_mode: str = "std",
     seed: int | None = None,
+    queries: int = 5000,
+    version: str = "standard",
+    n_target_classes: int = 9,
 ) -> Any:
     """The attack called ``name``, configured from keyword settings (each attack reads those it has).
 
@@ -85,6 +96,12 @@ def build_attack(
     ``fmn``     :class:`FMN` (``norm``, ``steps`` default 100)
     ``noise``   :class:`GaussianNoise` (``noise_mode='std'``: ``std=eps``; ``'snr'``: ``snr=inf``,
                 the level set per sweep; ``seed``)
+    ``apgd-ce`` :class:`APGD` with cross-entropy (``eps``, ``norm``, ``steps`` default 100, ``seed``)
+    ``apgd-dlr`` :class:`APGD` with the DLR loss
+    ``apgd-t``  :class:`APGD`, targeted DLR over ``n_target_classes`` rival classes
+    ``fab``     :class:`FAB`, targeted (minimum norm; ``steps`` default 100, ``n_target_classes``)
+    ``square``  :class:`Square` (``eps``, ``norm``, ``queries``, ``seed``; forward passes only)
+    ``autoattack`` :class:`AutoAttack` (``eps``, ``norm``, ``version``: standard, fast or rand)
     =========== ============================================================================
 
     Args:
@@ -98,7 +115,11 @@ def build_attack(
         loss: ``'ce'`` or ``'margin'``, ascended by the gradient attacks.
         overshoot: DeepFool's overshoot.
         noise_mode: ``'std'`` or ``'snr'`` (:data:`NOISE_MODES`).
-        seed: seed of the randomised attacks (PGD, noise).
+        seed: seed of the randomised attacks (PGD, noise, APGD, FAB, Square, AutoAttack; ``None``: 0 for
+            the last four).
+        queries: Square's query budget per input.
+        version: AutoAttack's version (:data:`AUTOATTACK_VERSIONS`).
+        n_target_classes: target classes of APGD-T and FAB.
 
     Raises:
         ValueError: an unknown ``name``, ``norm`` or ``noise_mode``, or a setting the attack refuses.
@@ -128,6 +149,17 @@ def build_attack(
         return DeepFool(norm=p, steps=steps or _DEFAULT_STEPS["deepfool"], overshoot=overshoot, bounds=bounds)
     if name == "fmn":
         return FMN(norm=p, steps=steps or _DEFAULT_STEPS["fmn"], bounds=bounds)
+    fixed_seed = 0 if seed is None else seed
+    if name in ("apgd-ce", "apgd-dlr", "apgd-t"):
+        return APGD(norm=p, eps=eps, loss="ce" if name == "apgd-ce" else "dlr", targeted=name == "apgd-t",
+                    n_target_classes=n_target_classes, steps=steps or _DEFAULT_STEPS["apgd"], seed=fixed_seed, bounds=bounds)
+    if name == "fab":
+        return FAB(norm=p, targeted=True, n_target_classes=n_target_classes, steps=steps or _DEFAULT_STEPS["fab"],
+                   seed=fixed_seed, bounds=bounds)
+    if name == "square":
+        return Square(norm=p, eps=eps, queries=queries, seed=fixed_seed, bounds=bounds)
+    if name == "autoattack":
+        return AutoAttack(norm=p, eps=eps, version=version, seed=fixed_seed, bounds=bounds)
     if noise_mode == "std":
         return GaussianNoise(std=eps, bounds=bounds, seed=seed)
     return GaussianNoise(snr=math.inf, bounds=bounds, seed=seed)

@@ -204,12 +204,17 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     return payload
 
 
-def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    path: str | os.PathLike[str], map_location: Any = "cpu", *, allow_non_finite: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model stored in a checkpoint and load its weights.
 
     Args:
         path: a checkpoint written by :func:`save_checkpoint` (e.g. a run's ``best.pt``).
         map_location: device to load the tensors onto; default ``"cpu"``.
+        allow_non_finite: load weights holding NaN or infinite values (default ``False``: such a
+            checkpoint is refused, naming the first non-finite tensor: every number measured on it
+            would be meaningless).
 
     Returns:
         ``(model, metadata)``: the model in eval mode, and the checkpoint dict without the
@@ -222,6 +227,13 @@ def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple
         'digits'
     """
     ckpt = load_checkpoint(path, map_location=map_location)
+    bad = None if allow_non_finite else first_non_finite(ckpt["model_state"])
+    if bad is not None:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} holds non-finite weights: {bad!r} has NaN or infinite values, so nothing "
+            "measured on it would mean anything. Use another checkpoint (e.g. the run's best.pt) or retrain with a "
+            "lower learning rate, --grad-clip or --alpha."
+        )
     kwargs = dict(ckpt["model_kwargs"])
     try:
         num_classes = kwargs.pop("num_classes")
