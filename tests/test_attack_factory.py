@@ -6,21 +6,33 @@ import math
 
 import pytest
 
-from deepmargin.attacks import FGSM, FMN, IFGSM, PGD, DeepFool, GaussianNoise
+from deepmargin.attacks import APGD, FAB, FGSM, FMN, IFGSM, PGD, AutoAttack, DeepFool, GaussianNoise, Square
 from deepmargin.attacks.factory import ATTACK_NAMES, MIN_NORM_ATTACKS, build_attack
 
 UNBOUNDED = (-math.inf, math.inf)
 
 
 @pytest.mark.parametrize("name, cls", [("fgsm", FGSM), ("ifgsm", IFGSM), ("pgd", PGD), ("deepfool", DeepFool),
-                                       ("fmn", FMN), ("noise", GaussianNoise)])
+                                       ("fmn", FMN), ("noise", GaussianNoise), ("apgd-ce", APGD), ("apgd-dlr", APGD),
+                                       ("apgd-t", APGD), ("fab", FAB), ("square", Square), ("autoattack", AutoAttack)])
 @pytest.mark.parametrize("norm, p", [("linf", math.inf), ("l2", 2.0), ("inf", math.inf), (2, 2.0)])
 def test_every_name_builds_its_attack(name, cls, norm, p):
     attack = build_attack(name, norm=norm, seed=1)
     assert type(attack) is cls
     if name != "noise":
-        assert attack.norm == p
-    assert set(ATTACK_NAMES) == {"fgsm", "ifgsm", "pgd", "deepfool", "fmn", "noise"}
+        assert attack.norm in (p, {math.inf: "linf", 2.0: "l2"}[p])
+    assert set(ATTACK_NAMES) == {"fgsm", "ifgsm", "pgd", "deepfool", "fmn", "noise", "apgd-ce", "apgd-dlr", "apgd-t",
+                                 "fab", "square", "autoattack"}
+
+
+def test_the_autoattack_names_configure_their_attacks():
+    assert (build_attack("apgd-ce").loss, build_attack("apgd-ce").targeted) == ("ce", False)
+    assert (build_attack("apgd-dlr").loss, build_attack("apgd-dlr").targeted) == ("dlr", False)
+    assert (build_attack("apgd-t").loss, build_attack("apgd-t").targeted) == ("dlr", True)
+    assert build_attack("apgd-ce").steps == 100 and build_attack("apgd-ce", steps=7).steps == 7
+    assert build_attack("square", queries=50, seed=3).queries == 50 and build_attack("square", seed=3).seed == 3
+    assert build_attack("fab").targeted and build_attack("fab", n_target_classes=2).n_target_classes == 2
+    assert build_attack("autoattack", version="fast").version == "fast"
 
 
 def test_defaults_match_the_commands():
