@@ -16,8 +16,11 @@ import torch
 from deepmargin.cli.main import main
 from deepmargin.training.trainer import RUN_FILES
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available in this build")
+pytestmark = [
+    pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                       reason="torch.distributed with gloo is not available in this build"),
+    pytest.mark.slow,  # torchrun subprocesses: in the full suite (CI), not in the fast lane
+]
 
 SMALL = ["--model", "mlp", "--train-fraction", "0.5", "--batch-size", "50", "--seed", "3"]
 

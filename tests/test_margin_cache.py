@@ -330,6 +330,7 @@ def test_the_cache_rows_follow_the_sample_indices():
 
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is not available in this build")
+@pytest.mark.slow  # a subprocess run (torchrun or a whole study); in the full suite, not the fast lane
 def test_two_processes_with_the_cache_train_the_same_model_as_one(tmp_path):
     from test_distributed import _close, _rows, _torchrun
 

@@ -156,6 +156,7 @@ def test_changed_file_is_an_error(tmp_path) -> None:
         (b"1,a,3\n", "comma-separated integers"),
         ((b"0," * 784 + b"10\n") * 5000, "labels in \\[0, 9\\]"),
     ],
+    ids=["short-lines", "not-integers", "label-10"],
 )
 def test_malformed_file(tmp_path, content: bytes, match: str) -> None:
     path = tmp_path / "bad.csv.gz"

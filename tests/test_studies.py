@@ -264,6 +264,7 @@ def test_other_options_for_an_existing_study_are_refused(reference, tmp_path):
     assert {r["seed"] for r in fresh.rows} == {1}
 
 
+@pytest.mark.slow  # a subprocess run (torchrun or a whole study); in the full suite, not the fast lane
 def test_shards_together_equal_the_unsharded_run(reference, tmp_path):
     root, options, result = reference
     out = tmp_path / "sharded"
@@ -278,6 +279,7 @@ def test_shards_together_equal_the_unsharded_run(reference, tmp_path):
     assert _rows_key(merged) == _rows_key(result.rows)
 
 
+@pytest.mark.slow  # a subprocess run (torchrun or a whole study); in the full suite, not the fast lane
 def test_the_choice_of_hyperparameters_never_reads_the_test_split(tmp_path):
     """The same study on a copy of digits whose test labels are shuffled chooses the same configurations
     (4 grid points per preset, so a choice that read the test split would show)."""

@@ -314,6 +314,7 @@ sys.exit(code)
 
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is not available in this build")
+@pytest.mark.slow  # a subprocess run (torchrun or a whole study); in the full suite, not the fast lane
 def test_each_rank_draws_its_own_augmentations_and_rank_0_keeps_the_seeds_of_one_process(tmp_path):
     import json
 
