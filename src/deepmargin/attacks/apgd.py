@@ -153,19 +153,34 @@ def targeted_dlr_loss(
 
 def _objective(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str) -> torch.Tensor:
     """Per-input objective that APGD maximises (no input checks: the hot loop)."""
-    if target is None:
-        if loss == "ce":
-            return F.cross_entropy(logits, y, reduction="none")
-        ordered = logits.sort(dim=1, descending=True).values
-        true = logits.gather(1, y[:, None]).squeeze(1)
-        rival = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
-        return -(true - rival) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
-    if loss == "ce":
-        return -F.cross_entropy(logits, target, reduction="none")
+    return _OBJECTIVES[loss, target is not None](logits, y, target)
+
+
+def _untargeted_ce(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def _untargeted_dlr(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    ordered = logits.sort(dim=1, descending=True).values
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    rival = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    return -(true - rival) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
+
+
+def _targeted_ce(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    return -F.cross_entropy(logits, target, reduction="none")
+
+
+def _targeted_dlr(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     ordered = logits.sort(dim=1, descending=True).values
     true = logits.gather(1, y[:, None]).squeeze(1)
     aim = logits.gather(1, target[:, None]).squeeze(1)
     return -(true - aim) / (ordered[:, 0] - 0.5 * (ordered[:, 2] + ordered[:, 3]) + 1e-12)
+
+
+#: APGD's objectives by (its own loss option, targeted).
+_OBJECTIVES = {("ce", False): _untargeted_ce, ("dlr", False): _untargeted_dlr,
+               ("ce", True): _targeted_ce, ("dlr", True): _targeted_dlr}
 
 
 # --------------------------------------------------------------------------- schedule
