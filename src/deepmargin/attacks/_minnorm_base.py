@@ -7,6 +7,8 @@ so neither has to import the other's module to get them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 import numbers
 from collections.abc import Sequence
@@ -165,17 +167,27 @@ class _MinNormAttack:
         self, x: torch.Tensor, x_adv: torch.Tensor, eps: float | Sequence[float]
     ) -> torch.Tensor | list[torch.Tensor]:
         """Project ``x_adv - x`` onto the l_p ball of radius ``eps`` (or each of several) and clip to bounds."""
-        eps_checked = check_eps(eps, type(self).__name__)
-        if eps_checked is None:
-            return x_adv
-        low, high = self.bounds
-        x = x.detach()
-        delta = x_adv.detach() - x
+        return restrict_to_balls(x, x_adv, eps, norm=self.norm, bounds=self.bounds, owner=type(self).__name__)
 
-        def cut(e: float) -> torch.Tensor:
-            radius = torch.full((x.shape[0],), e, dtype=x.dtype, device=x.device)
-            return (x + project_to_ball(delta, radius, self.norm)).clamp(low, high)
 
-        if isinstance(eps_checked, tuple):
-            return [cut(e) for e in eps_checked]
-        return cut(eps_checked)
+def restrict_to_balls(
+    x: torch.Tensor, x_adv: torch.Tensor, eps: float | Sequence[float] | None, *, norm: Any,
+    bounds: tuple[float, float], owner: str,
+) -> torch.Tensor | list[torch.Tensor]:
+    """``x_adv - x`` projected onto the l_p ball of radius ``eps`` (or of each of several radii: a
+    list) and clipped to ``bounds``; ``eps=None`` returns ``x_adv``. The cut every minimum-norm
+    attack (DeepFool, FMN, FAB) applies to report a fixed-budget result."""
+    eps_checked = check_eps(eps, owner)
+    if eps_checked is None:
+        return x_adv
+    low, high = bounds
+    x = x.detach()
+    delta = x_adv.detach() - x
+
+    def cut(e: float) -> torch.Tensor:
+        radius = torch.full((x.shape[0],), e, dtype=x.dtype, device=x.device)
+        return (x + project_to_ball(delta, radius, norm)).clamp(low, high)
+
+    if isinstance(eps_checked, tuple):
+        return [cut(e) for e in eps_checked]
+    return cut(eps_checked)

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..checks import check_int, check_real
 from ._base import check_bool, check_bounds, check_inputs, check_within_bounds, eval_mode
-from ._minnorm_base import MinNormResult, check_eps, check_logits, project_to_ball
+from ._minnorm_base import MinNormResult, check_eps, check_logits, project_to_ball, restrict_to_balls
 from ._robust_common import (
     check_attack_norm,
     flat_lp,
@@ -239,18 +239,7 @@ class FAB:
         self, x: torch.Tensor, x_adv: torch.Tensor, eps: float | Sequence[float]
     ) -> torch.Tensor | list[torch.Tensor]:
         """Project ``x_adv - x`` onto the l_p ball of radius ``eps`` (or each of several) and clip to the bounds."""
-        checked = check_eps(eps, "FAB")
-        if checked is None:
-            return x_adv
-        low, high = self.bounds
-        x = x.detach()
-        delta = x_adv.detach() - x
-
-        def cut(e: float) -> torch.Tensor:
-            radius = torch.full((x.shape[0],), e, dtype=x.dtype, device=x.device)
-            return (x + project_to_ball(delta, radius, self.norm)).clamp(low, high)
-
-        return [cut(e) for e in checked] if isinstance(checked, tuple) else cut(checked)
+        return restrict_to_balls(x, x_adv, eps, norm=self.norm, bounds=self.bounds, owner="FAB")
 
     # -- implementation ----------------------------------------------------------------
 

@@ -55,16 +55,9 @@ def as_written(value: Any) -> Any:
         {'eps': [0.1, 'inf']}
     """
 
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-        if isinstance(v, Mapping):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
+    from ..training.records import json_safe
 
-    return json.loads(json.dumps(clean(value)))
+    return json.loads(json.dumps(json_safe(value)))
 
 
 def versions() -> dict[str, str]:

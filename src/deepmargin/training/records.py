@@ -13,18 +13,26 @@ from typing import Any
 
 from ..io import atomic_write_text
 
-__all__ = ["append_row", "read_jsonl", "write_json", "write_rows"]
+__all__ = ["append_row", "json_safe", "read_jsonl", "write_json", "write_rows"]
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe value: non-finite floats become strings ("inf", "-inf", "nan")."""
+def json_safe(value: Any) -> Any:
+    """JSON-safe value: non-finite floats become strings ("inf", "-inf", "nan"), tuples lists.
+
+    Example:
+        >>> json_safe({"eps": (0.1, float("inf"))})
+        {'eps': [0.1, 'inf']}
+    """
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, Mapping):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
+
+
+_clean = json_safe  # the name used before it was public
 
 
 def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:

@@ -1,18 +1,7 @@
-r"""The dual reweighting loop of Kesidis, Miller & Xiang (Sec. III) as a training option.
-
-Every training sample ``x`` has a weight :math:`\lambda_x`, 1 at the start. Training runs in rounds
-of ``round_epochs`` epochs; after each round the margin :math:`\mu_f(x) = f_c(x) - \max_{i \ne c}
-f_i(x)` of every training sample is measured (eval mode, its training label ``c``) and every sample
-whose constraint :math:`\mu_f(x) \ge \mu` is violated gets a larger weight:
-
-- ``"multiply"``: :math:`\lambda_x \leftarrow \delta \lambda_x` (their step 3, ``delta > 1``);
-- ``"add"``: :math:`\lambda_x \leftarrow \lambda_x + \delta` (the additive variant);
-- ``"violation"``: :math:`\lambda_x \leftarrow \lambda_x + \delta (\mu - \mu_f(x))` (by the size of
-  the violation).
-
-With ``decrease``, a sample whose constraint holds undoes one step (``lambda / delta`` or
-``lambda - delta``), never below 1. Training stops when every constraint holds after a round (their
-step 2) or after ``max_rounds`` rounds (0: as many as ``epochs`` allows).
+"""The dual reweighting loop of Kesidis, Miller & Xiang (Sec. III) in training: the margins of the
+training samples that each round measures (:func:`training_margins`). The rule itself
+(:class:`Reweighting`: multiply, add, violation; rounds, stopping) is part of the loss, in
+:mod:`deepmargin.losses.reweighting`, and re-exported here.
 """
 
 from __future__ import annotations
