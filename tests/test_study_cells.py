@@ -134,3 +134,22 @@ def test_the_papers_numbers_are_package_data():
     bad = PAPER_NUMBERS_FILE.parent / "missing.json"
     with pytest.raises(ValueError, match="cannot be read"):
         read_paper_numbers(bad)
+
+
+def test_a_cell_runs_with_the_same_thread_count_whatever_jobs_is(tmp_path, monkeypatch):
+    """Issue 17, item 7: --jobs 1 and --jobs 2 gave different rows (torch sums depend on the thread
+    count); every cell now runs with CELL_THREADS threads."""
+    from deepmargin.experiments import StudyOptions, engine
+
+    seen = []
+
+    def fake_schedule(out, plan, pending, finished, jobs, threads, display, ran, wait_seconds):
+        seen.append((jobs, threads))
+
+    monkeypatch.setattr(engine, "_schedule", fake_schedule)
+    options = StudyOptions(studies=("noisy-labels",), losses=("ce",), seeds=(0,), noise_levels=(0.0,), grid="none")
+    for jobs in (1, 2, 3):
+        engine.run_study(options, tmp_path / f"jobs{jobs}", jobs=jobs)
+    assert [t for _, t in seen] == [engine.CELL_THREADS] * 3 and engine.CELL_THREADS == 1
+    with pytest.raises(ValueError, match="'cell_threads' parameter of run_study must be an int >= 1"):
+        engine.run_study(options, tmp_path / "bad", cell_threads=0)

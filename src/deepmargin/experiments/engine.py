@@ -47,7 +47,7 @@ from .studydir import CELL_LOCK, check_resolved, delete_study, load_plan, locked
 
 __all__ = [
     "CellError", "ReportWriter", "StudyResult", "assign_shards", "cell_result_path", "collect_rows", "load_plan",
-    "merge_and_report", "merge_rows", "options_from_dict", "parse_shard", "run_cell", "run_study", "usable_cpus",
+    "CELL_THREADS", "merge_and_report", "merge_rows", "options_from_dict", "parse_shard", "run_cell", "run_study", "usable_cpus",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,12 @@ _FORMAT = 1
 ReportWriter = Callable[..., Mapping[str, Any]]
 
 _delete_study = delete_study  # its old name
+
+
+#: Torch threads of every study cell, whatever the number of cells running at once: results are
+#: reproducible across ``--jobs`` and shards (the small models of the studies run about as fast on one
+#: thread; use ``--jobs`` to fill the cores).
+CELL_THREADS = 1
 
 
 def usable_cpus() -> int:
@@ -230,6 +236,7 @@ def run_study(
     progress: bool | None = None,
     report: ReportWriter | None = None,
     wait_seconds: float = 5.0,
+    cell_threads: int = CELL_THREADS,
 ) -> StudyResult:
     """Run (or continue) the studies of ``options`` in ``out_dir``.
 
@@ -237,7 +244,10 @@ def run_study(
         options: what to run.
         out_dir: the study directory (created).
         shard: ``(i, n)``: run only the i-th of n disjoint parts of the grid (see :func:`assign_shards`).
-        jobs: worker processes (``1``: in this process). Each gets ``usable_cpus() // jobs`` torch threads.
+        jobs: worker processes (``1``: in this process).
+        cell_threads: torch threads of every cell (default :data:`CELL_THREADS`), whatever ``jobs`` is:
+            torch's sums depend on the thread count, so a cell's numbers must not depend on how many
+            cells run at once (the log records it).
         overwrite: delete the study files in ``out_dir`` first.
         progress: live progress line (``None``: when stderr is a terminal).
         report: called after an unsharded run has written its rows, as ``report(out_dir, rows=rows)``, to
@@ -286,7 +296,9 @@ def run_study(
                 "shard %d/%d has no work: the grid splits into %d groups (label noise x fraction x seed); use at most "
                 "that many shards", shard[0], shard[1], len(owner),
             )
-    threads = max(1, usable_cpus() // jobs)
+    if isinstance(cell_threads, bool) or not isinstance(cell_threads, int) or cell_threads < 1:
+        raise ValueError(f"The 'cell_threads' parameter of run_study must be an int >= 1. Got {cell_threads!r} instead.")
+    threads = cell_threads  # fixed: the numbers of a cell do not depend on --jobs
     finished = {c.id for c in cells if cell_result_path(out, c).exists()}
     reused = sorted(finished)
     ran: list[str] = []
