@@ -7,6 +7,8 @@ import json
 import tomllib
 from pathlib import Path
 
+import sys
+
 import pytest
 
 from deepmargin.experiments import StudyOptions, run_study
@@ -153,3 +155,54 @@ def test_a_cell_runs_with_the_same_thread_count_whatever_jobs_is(tmp_path, monke
     assert [t for _, t in seen] == [engine.CELL_THREADS] * 3 and engine.CELL_THREADS == 1
     with pytest.raises(ValueError, match="'cell_threads' parameter of run_study must be an int >= 1"):
         engine.run_study(options, tmp_path / "bad", cell_threads=0)
+
+
+def _children(pid: int) -> set[int]:
+    from pathlib import Path
+
+    kids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids.update(int(k) for k in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the worker processes")
+def test_workers_stop_with_a_terminated_parent_and_the_study_resumes(tmp_path):
+    """Issue 17, item 9: SIGTERM to `experiment --jobs 2` used to leave its workers running."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "study"
+    argv = [sys.executable, "-m", "deepmargin", "-q", "experiment", "noisy-labels", "--losses", "ce", "hinge",
+            "--seeds", "0", "1", "--noise", "0", "--epochs", "40", "--grid", "none", "--jobs", "2", "--out", str(out),
+            "--no-progress", "--no-report"]
+    parent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    deadline = time.time() + 60
+    while time.time() < deadline and len(workers) < 2 and parent.poll() is None:
+        workers = _children(parent.pid)
+        time.sleep(0.2)
+    assert len(workers) >= 2, "the study started no worker processes"
+    parent.send_signal(signal.SIGTERM)
+    parent.wait(timeout=30)
+    deadline = time.time() + 5  # a cell takes longer: a worker still alive then is running on alone
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers), "worker processes outlived their terminated parent"
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (out / "rows.csv").exists()

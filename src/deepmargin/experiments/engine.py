@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -163,6 +164,24 @@ def _set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _init_worker(threads: int) -> None:
+    """A worker process: its thread count, and it ends with its parent, whatever signal ends the
+    parent (SIGTERM from Slurm or ``kill``, SIGKILL): on Linux the kernel sends it SIGTERM then
+    (``prctl(PR_SET_PDEATHSIG)``); a cell it leaves unfinished is run again by the next run."""
+    _set_threads(threads)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: workers end when their queue closes
+            pass
+        if os.getppid() == 1:  # the parent is already gone
+            os._exit(1)
 
 
 def run_cell(out: str, cell: dict[str, Any], dataset_label: str, threads: int) -> dict[str, Any]:
@@ -384,7 +403,7 @@ def _schedule(
 
     context = multiprocessing.get_context("spawn")
     running: dict[Future, Cell] = {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_set_threads, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
         try:
             while waiting or running:
                 for cell in ready():
