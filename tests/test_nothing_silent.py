@@ -175,3 +175,28 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_for_evaluation(tmp_path
                  ["robustness", str(bad), "--n", "20", "--out", str(tmp_path / "r")]):
         assert main(argv) == 2
         assert f"holds non-finite weights: '{name}'" in capsys.readouterr().err
+
+
+def test_item_10_errors_name_the_parameter_and_what_to_do(tmp_path, capsys):
+    """evaluate --json DIR, an integer input to LargeMarginLoss and a corrupt last.pt get the house error."""
+    from deepmargin import LargeMarginLoss
+    from deepmargin.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(dataset="digits", epochs=1, train_fraction=0.1), run, verbose=False)
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    assert main(["evaluate", str(run / "best.pt"), "--json", str(folder)]) == 2
+    assert "is a directory; give a file path" in capsys.readouterr().err
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    criterion = LargeMarginLoss(model, ["input", "1"], gamma=1.0)
+    with pytest.raises(TypeError, match="'x' parameter of LargeMarginLoss must be a floating-point tensor.*int64"):
+        criterion(torch.ones(2, 3, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+
+    (run / "last.pt").write_bytes(b"not a checkpoint")
+    before = (run / "best.pt").read_bytes()
+    assert main(["train", "--data", "digits", "--epochs", "2", "--train-fraction", "0.1", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt or truncated" in err and "--overwrite" in err
+    assert (run / "best.pt").read_bytes() == before  # nothing already written is touched

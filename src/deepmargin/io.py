@@ -39,6 +39,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None],
         'hello'
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"The output file {str(path)!r} is a directory; give a file path (e.g. "
+                                f"{str(path / 'out.json')!r}) instead.")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

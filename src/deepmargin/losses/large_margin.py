@@ -663,6 +663,10 @@ class LargeMarginLoss(torch.nn.Module):
 
     def _capture(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the model on ``x``; return the logits and the margin layers' tensors."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = f"a tensor of dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise param_error("LargeMarginLoss", "x", "a floating-point tensor (the model's input; convert integer "
+                              "images with x.float() / 255)", got, TypeError)
         if self._input in self.layers and not x.requires_grad:
             x = x.detach().requires_grad_(True)
         with self.capture as cap:

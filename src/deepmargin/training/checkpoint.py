@@ -352,7 +352,13 @@ class CheckpointSaver:
         """The checkpoint dict of ``last.pt`` (:func:`load_checkpoint`)."""
         if self.last_path is None:
             raise FileNotFoundError("CheckpointSaver.read_last needs a run directory (out_dir is None).")
-        return load_checkpoint(self.last_path, map_location=map_location)
+        try:
+            return load_checkpoint(self.last_path, map_location=map_location)
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{exc} The run in {str(self.last_path.parent)!r} cannot be resumed from it: start it afresh with "
+                "--overwrite (overwrite=True), which deletes the run's files, or train into another folder."
+            ) from exc
 
     def restore(self, ckpt: Mapping[str, Any], map_location: Any = "cpu") -> int:
         """Continue from ``ckpt`` (read by :meth:`read_last`): load the model, optimiser and
