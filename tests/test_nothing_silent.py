@@ -200,3 +200,15 @@ def test_item_10_errors_name_the_parameter_and_what_to_do(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "corrupt or truncated" in err and "--overwrite" in err
     assert (run / "best.pt").read_bytes() == before  # nothing already written is touched
+
+
+def test_a_study_plan_does_not_log_a_validation_split_of_zero(caplog):
+    """Issue 17, item 18: `experiment` logged 'val=0' while every cell holds out a validation split."""
+    import logging
+
+    from deepmargin.experiments import StudyOptions, build_plan
+
+    with caplog.at_level(logging.INFO, logger="deepmargin"):
+        build_plan(StudyOptions(studies=("noisy-labels",), losses=("ce",), seeds=(0,), noise_levels=(0.0,), grid="none"))
+    text = caplog.text
+    assert "val=0" not in text and "holds out its protocol's validation share" in text

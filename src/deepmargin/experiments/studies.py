@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ __all__ = [
     "select_runs",
     "study_rows",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: The studies, in the order ``all`` runs them.
 STUDIES: tuple[str, ...] = ("noisy-labels", "limited-data", "adversarial")
@@ -377,7 +380,16 @@ def build_plan(options: StudyOptions, *, saved: Mapping[str, Any] | None = None)
     if saved is not None:
         data_info = dict(saved["data"])
     else:
-        bundle = load_dataset(options.dataset, root=options.data_root, val_size=0.0, seed=0)
+        data_logger = logging.getLogger("deepmargin.data")
+        level = data_logger.level
+        data_logger.setLevel(max(level, logging.WARNING))  # its "val=0" line would mislead: cells hold out validation
+        try:
+            bundle = load_dataset(options.dataset, root=options.data_root, val_size=0.0, seed=0)
+        finally:
+            data_logger.setLevel(level)
+        logger.info("study data %s: a pool of %d training and %d test samples, %d classes; each cell holds out "
+                    "its protocol's validation share of the pool", bundle.name, len(bundle.train), len(bundle.test),
+                    bundle.num_classes)
         data_info = {
             "name": bundle.name, "num_classes": int(bundle.num_classes), "input_shape": list(bundle.input_shape),
             "bounds": list(bundle.bounds) if bundle.bounds is not None else None, "n_pool": len(bundle.train),
