@@ -164,3 +164,12 @@ def test_malformed_file(tmp_path, content: bytes, match: str) -> None:
         f.write(content)
     with pytest.raises(DatasetFileError, match=match):
         read_mnist5k(path)
+
+
+def test_the_mnist5k_protocol_reaches_the_papers_smallest_training_set():
+    from deepmargin.experiments.protocol import protocol_for
+
+    protocol = protocol_for("mnist-5k")
+    pool = 4000 * (1 - protocol.val_size)
+    assert round(min(protocol.fractions) * pool) == 68  # the paper's smallest MNIST set
+    assert protocol.model in ("lenet5", "mnist_cnn") and max(protocol.eps) == 0.3
