@@ -212,3 +212,14 @@ def test_a_study_plan_does_not_log_a_validation_split_of_zero(caplog):
         build_plan(StudyOptions(studies=("noisy-labels",), losses=("ce",), seeds=(0,), noise_levels=(0.0,), grid="none"))
     text = caplog.text
     assert "val=0" not in text and "holds out its protocol's validation share" in text
+
+
+def test_the_boundary_grid_restores_each_module_own_mode():
+    """Issue 17, item 11: model.train(was_training) unfroze a frozen batch norm."""
+    from deepmargin.reports.boundary import decision_grid
+
+    model = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+    model.train()
+    model[1].eval()
+    decision_grid(model, torch.randn(10, 2), resolution=5)
+    assert model.training and not model[1].training

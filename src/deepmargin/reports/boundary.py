@@ -21,6 +21,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from ..capture import eval_mode
 from ..io import atomic_write
 
 __all__ = ["decision_grid", "load_boundary_data", "plot_decision_boundaries", "save_boundary_data"]
@@ -61,13 +62,8 @@ def decision_grid(
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
     grid = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], axis=1), dtype=dtype, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            probs = torch.cat([torch.softmax(model(grid[i : i + batch_size]), dim=1) for i in range(0, len(grid), batch_size)])
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():  # each module's own mode restored afterwards
+        probs = torch.cat([torch.softmax(model(grid[i : i + batch_size]), dim=1) for i in range(0, len(grid), batch_size)])
     return xs, ys, probs.float().cpu().numpy().reshape(resolution, resolution, -1)
 
 
