@@ -387,11 +387,18 @@ def linearized_margin(
         epsilon: added to the denominator, ``>= 0``. Default 0.
         zero_gradient: ``'signed'`` or ``'inf'``, used only when ``epsilon == 0``.
 
+    Half-precision inputs (float16, bfloat16) are divided in float32, so that ``diff / epsilon``
+    cannot overflow: the result is float32 then, finite wherever the float32 computation is.
+
     Example:
         >>> linearized_margin(torch.tensor([2.0, -1.0, 0.0, 1.0]), torch.tensor([4.0, 0.0, 0.0, 0.0]))
         tensor([0.5000,   -inf, 0.0000,    inf])
     """
     check_choice(zero_gradient, "zero_gradient", "linearized_margin", ZERO_GRADIENT)
+    wide = _wide(diff.dtype)
+    if wide != diff.dtype or grad_norm.dtype != diff.dtype:  # (s_y - s_i) / 1e-6 overflows float16
+        wide = torch.promote_types(wide, grad_norm.dtype)
+        diff, grad_norm = diff.to(wide), grad_norm.to(wide)
     if epsilon:
         return diff / (grad_norm + epsilon)
     moving = grad_norm > 0
@@ -460,9 +467,16 @@ def _unused_layer_error(index: int) -> ValueError:
     )
 
 
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """float32 for the half-precision dtypes (float16 overflows at 65504), else ``dtype`` itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _dual_norm(g: torch.Tensor, q: float, batch_dims: int) -> torch.Tensor:
-    """l_q norm over all but the first ``batch_dims`` dimensions."""
-    return torch.linalg.vector_norm(g.flatten(batch_dims), ord=q, dim=batch_dims)
+    """l_q norm over all but the first ``batch_dims`` dimensions (accumulated in float32 for half inputs)."""
+    wide = _wide(g.dtype)
+    return torch.linalg.vector_norm(g.flatten(batch_dims), ord=q, dim=batch_dims,
+                                    dtype=wide if wide != g.dtype else None)
 
 
 def _looped_grad_norms(
