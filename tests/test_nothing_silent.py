@@ -223,3 +223,19 @@ def test_the_boundary_grid_restores_each_module_own_mode():
     model[1].eval()
     decision_grid(model, torch.randn(10, 2), resolution=5)
     assert model.training and not model[1].training
+
+
+def test_a_verdict_from_too_few_seeds_or_within_its_spread_says_it_is_not_evidence():
+    """Issue 17, item 17: 'margin-l2 beat ce ... +36.8 ± 0.0' from one seed read like a finding."""
+    from deepmargin.reports.study import _verdict
+
+    def rows(accs):
+        return [{"loss": loss, "label_noise": 0.0, "seed": seed, "test_acc": acc}
+                for loss, per_seed in accs.items() for seed, acc in enumerate(per_seed)]
+
+    one_seed = _verdict(rows({"ce": [0.5], "margin-l2": [0.868]}), "label_noise", ["ce", "margin-l2"], "noise")
+    assert "beat ce" in one_seed[0] and "**Not evidence**: 1 seed per setting" in one_seed[0]
+    noisy = _verdict(rows({"ce": [0.5, 0.6, 0.5], "margin-l2": [0.6, 0.5, 0.52]}), "label_noise", ["ce", "margin-l2"], "noise")
+    assert "within the spread of the paired differences" in noisy[0]
+    clear = _verdict(rows({"ce": [0.5, 0.6, 0.55], "margin-l2": [0.7, 0.8, 0.76]}), "label_noise", ["ce", "margin-l2"], "noise")
+    assert "beat ce" in clear[0] and "Not evidence" not in clear[0]

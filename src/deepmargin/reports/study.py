@@ -226,9 +226,34 @@ def _verdict(rows: Sequence[Mapping[str, Any]], x: str, losses: Sequence[str], l
         lines.append(
             f"**{name}** {outcome} {reference} on average ({100 * overall:+.1f} points over the {len(diffs)} settings): "
             f"higher mean at {len(wins)}, lower at {len(losses_at)}; better on {seed_wins} of {seed_total} (setting, seed) pairs. "
-            f"Per setting (points, mean ± std of the paired differences over seeds): {detail}."
+            f"Per setting (points, mean ± std of the paired differences over seeds): {detail}." + _evidence(diffs, overall)
         )
     return lines
+
+
+#: Seeds per setting below which a verdict is not evidence.
+MIN_SEEDS_FOR_EVIDENCE = 3
+
+
+def _evidence(diffs: Mapping[Any, tuple[float, float, int, int]], overall: float) -> str:
+    """The caveat a verdict carries when it is not evidence: too few seeds, or a mean paired
+    difference within the differences' own spread ('' otherwise).
+
+    Example:
+        >>> _evidence({0.0: (0.368, 0.0, 1, 1)}, 0.368)
+        ' **Not evidence**: 1 seed per setting (at least 3 are needed to tell a difference from seed noise).'
+        >>> _evidence({0.0: (0.01, 0.05, 3, 2)}, 0.01)
+        ' **Not evidence**: the mean difference (+1.0 points) is within the spread of the paired differences (± 5.0).'
+    """
+    seeds = min(n for _m, _s, n, _w in diffs.values())
+    if seeds < MIN_SEEDS_FOR_EVIDENCE:
+        return (f" **Not evidence**: {seeds} seed{'s' if seeds != 1 else ''} per setting (at least "
+                f"{MIN_SEEDS_FOR_EVIDENCE} are needed to tell a difference from seed noise).")
+    spread = statistics.fmean(sd for _m, sd, _n, _w in diffs.values())
+    if abs(overall) <= spread:
+        return (f" **Not evidence**: the mean difference ({100 * overall:+.1f} points) is within the spread of the "
+                f"paired differences (± {100 * spread:.1f}).")
+    return ""
 
 
 def _chosen_table(rows: Sequence[Mapping[str, Any]], x: str, label: str, losses: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
