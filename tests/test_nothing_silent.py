@@ -239,3 +239,17 @@ def test_a_verdict_from_too_few_seeds_or_within_its_spread_says_it_is_not_eviden
     assert "within the spread of the paired differences" in noisy[0]
     clear = _verdict(rows({"ce": [0.5, 0.6, 0.55], "margin-l2": [0.7, 0.8, 0.76]}), "label_noise", ["ce", "margin-l2"], "noise")
     assert "beat ce" in clear[0] and "Not evidence" not in clear[0]
+
+
+def test_a_grid_never_picks_a_collapsed_run_and_its_row_says_so():
+    """Issue 17, item 20: a run at chance sat in the study as an ordinary 10.0%."""
+    from deepmargin.experiments.studies import ROW_COLUMNS, _collapse_reason, select_runs
+
+    collapsed = {"reason": "the training accuracy stayed at chance", "likely_causes": ["gamma=18.4 may be far above"]}
+    results = {"a": {"best_val_acc": 0.99, "collapsed": collapsed}, "b": {"best_val_acc": 0.5, "collapsed": None}}
+    assert select_runs(results, ["a", "b"]) == "b"  # the higher validation accuracy of a collapsed run does not count
+    only = {"a": {"best_val_acc": 0.1, "collapsed": collapsed}, "c": {"best_val_acc": 0.12, "collapsed": collapsed}}
+    assert select_runs(only, ["a", "c"]) == "c"  # when every candidate collapsed, the row carries the verdict
+    assert "collapsed" in ROW_COLUMNS
+    assert _collapse_reason(only["c"]) == "the training accuracy stayed at chance (likely: gamma=18.4 may be far above)"
+    assert _collapse_reason({"collapsed": None}) is None and _collapse_reason({}) is None

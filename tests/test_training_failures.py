@@ -342,7 +342,8 @@ def _rows(accs, losses):
 
 @pytest.mark.parametrize("accs, losses, expected", [
     ([0.10, 0.11, 0.10], [2.30, 2.20, 2.10], "stayed at chance: 0.100 in epoch 3 and at most 0.110 since epoch 1"),
-    ([0.09], [3.0], "stayed at chance"),
+    ([0.09], [3.0], None),  # one epoch: its running accuracy averages over the learning, not a verdict
+    ([0.09, 0.10], [3.0, 2.9], "stayed at chance"),
     ([0.35, 0.36, 0.35], [1.9, 1.9, 1.95], "loss did not fall (1.9 in epoch 1, 1.95 in epoch 3)"),
     ([0.10, 0.45, 0.80], [2.3, 1.5, 0.9], None),
     ([0.28, 0.66, 0.75], [5.05, 9.92, 17.5], None),  # a reweighting loop raises its loss while it learns
@@ -398,3 +399,12 @@ def test_likely_causes_name_the_margin_the_learning_rate_and_the_label_noise():
     causes = likely_causes(config)
     assert causes[0].startswith("the loss's margin gamma=50.0 may be far above the data's margins")
     assert any("lr=0.1" in c for c in causes) and any("40% of the training labels" in c for c in causes)
+
+
+def test_a_run_whose_validation_accuracy_is_above_chance_is_not_collapsed():
+    from deepmargin.training.health import detect_collapse
+
+    rows = [{"epoch": e, "train_acc": 0.1, "train_loss": 2.3, "val_acc": v} for e, v in ((1, 0.1), (2, 0.6))]
+    assert detect_collapse(rows, 10) is None
+    rows[-1]["val_acc"] = 0.1
+    assert "stayed at chance" in detect_collapse(rows, 10)

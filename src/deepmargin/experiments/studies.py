@@ -71,7 +71,7 @@ DEFAULT_LOSSES: dict[str, tuple[str, ...]] = {
 #: Columns of ``rows.csv`` (``rows.jsonl`` has the same keys).
 ROW_COLUMNS: tuple[str, ...] = (
     "study", "dataset", "loss", "label_noise", "train_fraction", "attack", "eps", "box", "seed", "test_acc",
-    "val_acc", "test_acc_last", "n_test", "n_train", "source", "hp", "run", "metric", "value",
+    "val_acc", "test_acc_last", "n_test", "n_train", "source", "hp", "run", "metric", "value", "collapsed",
 )
 
 #: The kinds of cell, besides training, each study measures with.
@@ -519,7 +519,9 @@ def select_runs(results: Mapping[str, Mapping[str, Any]], candidates: Sequence[s
     """The candidate run with the best validation accuracy (ties: the earliest); ``None`` until all are done.
 
     ``results`` maps finished cell ids to their ``results.json``; the choice reads
-    ``best_val_acc`` (of the best-validation checkpoint) only, never a test accuracy.
+    ``best_val_acc`` (of the best-validation checkpoint) only, never a test accuracy. A run marked
+    ``collapsed`` (training accuracy at chance; :func:`deepmargin.training.health.detect_collapse`)
+    is chosen only when every candidate collapsed (its row then says so).
 
     Example:
         >>> select_runs({"a": {"best_val_acc": 0.9}, "b": {"best_val_acc": 0.95}}, ["a", "b"])
@@ -527,13 +529,25 @@ def select_runs(results: Mapping[str, Mapping[str, Any]], candidates: Sequence[s
     """
     if any(c not in results for c in candidates):
         return None
+    healthy = [c for c in candidates if not results[c].get("collapsed")]
     best, best_score = None, -math.inf
-    for cell_id in candidates:
+    for cell_id in healthy or candidates:
         score = results[cell_id].get("best_val_acc")
         score = -math.inf if score is None else float(score)
         if best is None or score > best_score:
             best, best_score = cell_id, score
     return best
+
+
+def _collapse_reason(results: Mapping[str, Any]) -> str | None:
+    """The ``collapsed`` verdict of a run's ``results.json`` as one line (``None``: it did not collapse)."""
+    collapsed = results.get("collapsed")
+    if not collapsed:
+        return None
+    if isinstance(collapsed, Mapping):
+        causes = collapsed.get("likely_causes") or []
+        return str(collapsed.get("reason", "collapsed")) + (f" (likely: {'; '.join(map(str, causes))})" if causes else "")
+    return str(collapsed)
 
 
 def hp_label(cell_id: str) -> str:
@@ -575,7 +589,7 @@ def study_rows(
             "val_acc": res.get("best_val_acc"), "test_acc_last": res.get("test_acc"),
             "n_test": (res.get("data") or {}).get("sizes", {}).get("test"),
             "n_train": (res.get("data") or {}).get("sizes", {}).get("train"), "source": None,
-            "hp": hp_label(chosen), "run": chosen,
+            "hp": hp_label(chosen), "run": chosen, "collapsed": _collapse_reason(res),
         })
     for cell in plan.cells.values():  # the adversarial study's attacks, compare-methods' measurements and cost
         if cell.kind == "train" or cell.id not in eval_rows or (groups is not None and cell.group not in groups):

@@ -491,6 +491,12 @@ def write_report(
     dataset = study["dataset"]
     doc.heading(f"deepmargin studies on {dataset}", 1)
     _setup(doc, study, out)
+    collapsed = [r for r in rows if r.get("collapsed")]
+    if collapsed:
+        doc.para(f"**Collapsed runs** ({len(collapsed)}): every candidate of these settings kept its training "
+                 "accuracy at chance, so the number reported for them measures no learning (see `collapsed` in rows.csv):")
+        doc.bullets([f"{r['study']}, {r['loss']}, noise {r['label_noise']:g}, fraction {r['train_fraction']:g}, seed "
+                     f"{r['seed']}: {r['collapsed']}" for r in collapsed])
     study_losses = study["study_losses"]
     adv_losses = [n for n in study_losses.get("adversarial", []) if study["presets"].get(n, {}).get("fields", {}).get("adv_train", "none") != "none"]
     for name in ("noisy-labels", "limited-data", "adversarial"):

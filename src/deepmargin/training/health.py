@@ -52,6 +52,10 @@ def chance_level(num_classes: int, majority_rate: float | None = None) -> float:
     return max(1.0 / num_classes, majority_rate or 0.0)
 
 
+#: Epochs a run needs before it can be called collapsed.
+MIN_EPOCHS = 2
+
+
 def detect_collapse(
     history: Sequence[Mapping[str, Any]],
     num_classes: int,
@@ -77,13 +81,17 @@ def detect_collapse(
         'the training accuracy stayed at chance: 0.100 in epoch 3 and at most 0.100 since epoch 1, against 0.100 (1/10 classes)'
         >>> detect_collapse([{"epoch": 1, "train_loss": 2.3, "train_acc": 0.1}, {"epoch": 2, "train_loss": 1.2, "train_acc": 0.6}], 10) is None
         True
+        >>> detect_collapse(rows[:1], 10) is None  # one epoch is not enough to tell
+        True
     """
     chance = chance_level(num_classes, majority_rate)
     tol = max(0.02, 0.1 * chance) if tolerance is None else float(tolerance)
     rows = [r for r in history if r.get("train_acc") is not None]
-    if not rows:
+    if len(rows) < MIN_EPOCHS:  # one epoch's running accuracy averages over the learning itself
         return None
     first, last = rows[0], rows[-1]
+    if last.get("val_acc") is not None and last["val_acc"] > chance + 2 * tol:
+        return None  # the model classifies held-out data above chance: it learnt
     best = max(r["train_acc"] for r in rows)
     if last["train_acc"] <= chance + tol and best <= chance + 2 * tol:
         against = f"1/{num_classes} classes" if chance == 1.0 / num_classes else "the majority class's share"
