@@ -253,3 +253,20 @@ def test_a_grid_never_picks_a_collapsed_run_and_its_row_says_so():
     assert "collapsed" in ROW_COLUMNS
     assert _collapse_reason(only["c"]) == "the training accuracy stayed at chance (likely: gamma=18.4 may be far above)"
     assert _collapse_reason({"collapsed": None}) is None and _collapse_reason({}) is None
+
+
+def test_attack_and_robustness_log_their_progress_when_not_on_a_terminal(tmp_path, caplog):
+    """Issue 17, item 16: both commands printed nothing until they finished."""
+    import logging
+
+    from deepmargin.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(dataset="digits", epochs=1, train_fraction=0.1), run, verbose=False)
+    with caplog.at_level(logging.INFO, logger="deepmargin"):
+        assert main(["attack", str(run / "best.pt"), "--attacks", "fgsm", "ifgsm", "--norms", "linf", "--eps", "0.1",
+                     "--n", "20", "--out", str(tmp_path / "a"), "--no-plot"]) == 0
+        assert main(["robustness", str(run / "best.pt"), "--norms", "l2", "--n", "20", "--out", str(tmp_path / "r")]) == 0
+    text = caplog.text
+    assert "attack: 1/2 steps (fgsm linf seed 0)" in text and "attack: 2/2 steps" in text
+    assert "robustness: 3/3 steps" in text

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .progress import StepProgress
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["AttackRun", "DEFAULT_EPS", "DEFAULT_SNR", "attack_checkpoints", "attack_jobs"]
@@ -117,7 +119,9 @@ def attack_checkpoints(
 
     rows: list[dict[str, Any]] = []
     jobs = attack_jobs(attacks, norms, seeds, random_start=random_start)
+    job_log = StepProgress(len(jobs), "attack", show=False, every=0.0)  # a log line per job (the bars are per job)
     for attack_name, norm, seed in jobs:
+        job_log.set_postfix_str(f"{attack_name}{'' if norm is None else ' ' + norm} seed {seed}")
         current = attack(attack_name, norm, seed)
         epsilons = levels if attack_name == "noise" else eps_by_norm[norm]
         seed_everything(seed)
@@ -126,6 +130,7 @@ def attack_checkpoints(
         if source_model is not None and attack_name != "noise":
             rows += accuracy_vs_epsilon(models, current, x, y, epsilons, source=source_model, source_name=source_name,
                                         attack_name=attack_name, batch_size=batch_size, seed=seed, progress=progress)
+        job_log.update()
     warn_if_transfer_beats_whitebox(rows)
 
     config = {

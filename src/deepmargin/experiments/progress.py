@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "StepProgress"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +75,54 @@ class Progress:
         if self.live:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+class StepProgress:
+    """Progress of a measuring command (``deepmargin attack``, ``robustness``): a tqdm bar when
+    ``show`` (a terminal, or asked), else an INFO log line at most every ``every`` seconds and at
+    the end, so a long run on a cluster says how far it got.
+
+    Example:
+        >>> with StepProgress(4, "robustness", show=False, every=0.0) as steps:
+        ...     steps.update(4)
+        >>> steps.done
+        4
+    """
+
+    def __init__(self, total: int, label: str, *, show: bool, every: float = 30.0) -> None:
+        self.total, self.label, self.show, self.every = max(int(total), 0), label, bool(show), float(every)
+        self.done = 0
+        self._start = self._last = time.perf_counter()
+        self._bar = None
+        if self.show:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, desc=label, leave=False, file=sys.stderr)
+
+    def set_postfix_str(self, text: str) -> None:
+        """What is being done now (shown on the bar; in the next log line otherwise)."""
+        self._what = text
+        if self._bar is not None:
+            self._bar.set_postfix_str(text)
+
+    def update(self, n: int = 1) -> None:
+        """``n`` more steps done."""
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        now = time.perf_counter()
+        if now - self._last >= self.every or self.done >= self.total:
+            self._last = now
+            elapsed = now - self._start
+            left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+            logger.info("%s: %d/%d steps%s, elapsed %s, left ~%s", self.label, self.done, self.total,
+                        f" ({getattr(self, '_what', '')})" if getattr(self, "_what", "") else "", _clock(elapsed),
+                        _clock(left))
+
+    def __enter__(self) -> StepProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()

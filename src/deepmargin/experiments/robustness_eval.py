@@ -22,6 +22,8 @@ from torch import nn
 
 from ..attacks.factory import MIN_NORM_ATTACKS
 
+from .progress import StepProgress
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -242,8 +244,6 @@ def measure_checkpoints(
     certified radii (:func:`certify`). Budgets of the error-at-epsilon columns: :func:`resolve_eps`.
     Every checkpoint is read before any attack runs; the reliability checks run on each first.
     """
-    from tqdm.auto import tqdm
-
     from ..metrics import rho_adv
     from .checkpoints import check_models, load_checkpoints, load_test_split
 
@@ -268,7 +268,7 @@ def measure_checkpoints(
     summary_rows: list[dict[str, Any]] = []
     margin_rows: list[dict[str, Any]] = []
     lipschitz: dict[str, dict[str, float]] = {}
-    with tqdm(total=total, desc="robustness", disable=not progress, leave=False, file=sys.stderr) as bar:
+    with StepProgress(total, "robustness", show=progress) as bar:
         for name, model in models.items():
             constants = radii = None
             if certifying:
