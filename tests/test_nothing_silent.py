@@ -270,3 +270,18 @@ def test_attack_and_robustness_log_their_progress_when_not_on_a_terminal(tmp_pat
     text = caplog.text
     assert "attack: 1/2 steps (fgsm linf seed 0)" in text and "attack: 2/2 steps" in text
     assert "robustness: 3/3 steps" in text
+
+
+def test_the_report_of_an_unfinished_study_says_it_is_partial(tmp_path):
+    """Issue 17, item 17: a report of an unfinished study read like a finished one."""
+    import shutil
+
+    out = tmp_path / "study"
+    assert main(["-q", "experiment", "noisy-labels", "--losses", "ce", "hinge", "--seeds", "0", "--noise", "0",
+                 "--epochs", "1", "--grid", "none", "--out", str(out), "--no-progress", "--jobs", "1"]) == 0
+    assert "Partial study" not in (out / "report.md").read_text()
+    gone = next(p for p in (out / "train").glob("hinge/*/*") if p.is_dir())
+    shutil.rmtree(gone)
+    assert main(["-q", "report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "**Partial study**: 1 of 2 cells are not finished" in report and gone.name in report

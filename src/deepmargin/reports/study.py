@@ -568,14 +568,25 @@ def _setup(doc: _Doc, study: Mapping[str, Any], out: Path) -> None:
     seconds = 0.0
     with_time = 0
     cells_path = out / "cells.json"
+    missing: list[str] = []
+    total = 0
     if cells_path.exists():
+        from ..experiments.cells.registry import cell_kind
+
         for cell in json.loads(cells_path.read_text(encoding="utf-8"))["cells"]:
-            name = "results.json" if cell["kind"] == "train" else "rows.json"
-            path = out / cell["id"] / name
+            total += 1
+            path = out / cell["id"] / cell_kind(cell["kind"]).result_file
             if path.exists():
                 res = json.loads(path.read_text(encoding="utf-8"))
                 seconds += float(res.get("seconds_total", res.get("seconds", 0.0)) or 0.0)
                 with_time += 1
+            else:
+                missing.append(cell["id"])
+    if missing:
+        shown = ", ".join(f"`{m}`" for m in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        doc.para(f"**Partial study**: {len(missing)} of {total} cells are not finished, so the tables, figures and "
+                 f"verdicts below rest on the finished ones only. Missing: {shown}. Run the same `deepmargin "
+                 "experiment` command again to finish it (finished cells are reused).")
     versions = study.get("versions", {})
     doc.heading("Setup")
     doc.bullets([
