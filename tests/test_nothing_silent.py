@@ -285,3 +285,39 @@ def test_the_report_of_an_unfinished_study_says_it_is_partial(tmp_path):
     assert main(["-q", "report", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert "**Partial study**: 1 of 2 cells are not finished" in report and gone.name in report
+
+
+def test_a_study_is_never_written_among_files_that_are_not_its_own(tmp_path, monkeypatch, capsys):
+    """Found by a hostile run: --out '' wrote the study into the working directory, and a training
+    run's folder (or a file) was accepted as a study folder."""
+    from deepmargin.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(dataset="digits", epochs=1, train_fraction=0.1), run, verbose=False)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    monkeypatch.chdir(tmp_path)
+    base = ["experiment", "noisy-labels", "--losses", "ce", "--seeds", "0", "--noise", "0", "--epochs", "1",
+            "--grid", "none", "--no-report", "--out"]
+    for out, says in (("", "not empty nor the working directory"), (str(a_file), "a file"),
+                      (str(run), "holds a training run")):
+        before = sorted(p.name for p in run.iterdir())
+        assert main([*base, out]) == 2
+        assert says in capsys.readouterr().err
+        assert sorted(p.name for p in run.iterdir()) == before
+    assert not (tmp_path / "study.json").exists()
+
+
+def test_a_radius_given_twice_is_measured_once(tmp_path):
+    import csv
+
+    from deepmargin.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(dataset="digits", epochs=1, train_fraction=0.1), run, verbose=False)
+    out = tmp_path / "attack"
+    assert main(["-q", "attack", str(run / "best.pt"), "--attacks", "fgsm", "--norms", "linf", "--eps", "0.1", "0.1",
+                 "--n", "20", "--out", str(out), "--no-plot"]) == 0
+    with open(out / "rows.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["eps"]) for r in rows] == [0.1]

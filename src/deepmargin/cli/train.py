@@ -327,6 +327,12 @@ def run(args: argparse.Namespace) -> int:
 
         if config.dataset in DOWNLOAD_SOURCES:
             download_dataset(config.dataset, config.data_root)
+        else:
+            import logging
+
+            logging.getLogger("deepmargin").warning(
+                "--download: nothing to download for dataset %r (only %s are fetched)", config.dataset,
+                ", ".join(DOWNLOAD_SOURCES))
     if args.threads is not None:
         import torch
 

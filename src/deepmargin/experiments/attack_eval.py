@@ -106,7 +106,8 @@ def attack_checkpoints(
     check_models({**models, **({source_name: source_model} if source_model is not None else {})},
                  x[:batch_size], y[:batch_size])
 
-    eps_by_norm = {"linf": list(eps), "l2": list(eps_l2 if eps_l2 is not None else eps)}
+    eps_by_norm = {"linf": list(dict.fromkeys(eps)),  # a radius given twice is measured once
+                   "l2": list(dict.fromkeys(eps_l2 if eps_l2 is not None else eps))}
     if noise_levels is not None:
         levels = list(noise_levels)
     else:

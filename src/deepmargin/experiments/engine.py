@@ -166,6 +166,21 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _check_study_folder(out_dir: str | os.PathLike[str]) -> None:
+    """Refuse a study folder that is empty text or the working directory itself, a file, or a
+    training run's folder: a study would be written among files that are not its own."""
+    text = os.fspath(out_dir)
+    path = Path(text)
+    if not text.strip() or path.resolve() == Path.cwd().resolve():
+        raise ValueError(f"The 'out_dir' parameter of run_study (--out) must be a study folder's path, not empty nor "
+                         f"the working directory itself. Got {text!r} instead.")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"The 'out_dir' parameter of run_study (--out) must be a folder. Got {text!r}, a file, instead.")
+    if path.is_dir() and not (path / "study.json").exists() and any((path / f).exists() for f in ("last.pt", "config.json")):
+        raise ValueError(f"The 'out_dir' parameter of run_study (--out) must be a study folder, new or made by "
+                         f"deepmargin experiment. Got {text!r}, which holds a training run (config.json / last.pt), instead.")
+
+
 def _init_worker(threads: int) -> None:
     """A worker process: its thread count, and it ends with its parent, whatever signal ends the
     parent (SIGTERM from Slurm or ``kill``, SIGKILL): on Linux the kernel sends it SIGTERM then
@@ -289,6 +304,7 @@ def run_study(
         )
     writer = _report_writer(report)
     tic = time.perf_counter()
+    _check_study_folder(out_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with locked(out / ".study.lock", blocking=True):  # concurrent runs read and extend study.json one at a time
