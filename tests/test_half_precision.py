@@ -68,3 +68,34 @@ def test_the_module_form_trains_a_half_precision_model_with_dead_units(dtype):
     # 1e6 per score) overflows on its way back into the float16 logits: the loss is finite, its
     # gradient needs torch.amp.GradScaler's inf check (the everyday autocast setup) or a larger epsilon.
     assert grads_finite or dtype == torch.float16
+
+
+@pytest.mark.parametrize("name", ["ce", "hinge", "margin", "matyasko", "input_gradient", "kesidis", "vat"])
+def test_every_registered_loss_is_finite_in_half_precision_wherever_float32_is(name):
+    from torch import nn
+
+    from deepmargin.losses import LOSS_REGISTRY, loss_options_of
+    from deepmargin.training import TrainConfig
+
+    spec = LOSS_REGISTRY[name]
+    options = loss_options_of(TrainConfig(loss=name))
+    if "layers" in options:
+        options["layers"] = ["input", "1"]
+    checked = 0
+    for seed in range(12):
+        finite = {}
+        for dtype in (torch.float32, *HALF):
+            torch.manual_seed(seed)
+            model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4)).to(dtype)
+            if seed % 3 == 0:
+                with torch.no_grad():
+                    model[0].bias.fill_(-100.0)  # dead units: zero input gradients
+            g = torch.Generator().manual_seed(seed)
+            x, y = torch.randn(5, 6, generator=g).to(dtype), torch.randint(0, 4, (5,), generator=g)
+            with torch.enable_grad():
+                loss, _ = spec.build(model, options)(x, y)
+            finite[dtype] = bool(torch.isfinite(loss))
+        if finite[torch.float32]:
+            checked += 1
+            assert all(finite[d] for d in HALF), f"{name}, seed {seed}: {finite}"
+    assert checked >= 8
