@@ -68,6 +68,18 @@ def _file_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
+def names_working_directory(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is empty or names the working directory itself (``"."``, ``"./"``): what an
+    empty ``--out`` becomes. An output folder of a run or a study must not be it.
+
+    Example:
+        >>> [names_working_directory(p) for p in ("", " ", ".", "./", "runs/x")]
+        [True, True, True, True, False]
+    """
+    text = os.fspath(path)
+    return not text.strip() or not Path(text).parts
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda handle: handle.write(text))

@@ -261,21 +261,16 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def _check_loss_flags(args: argparse.Namespace, loss: str) -> None:
     """Refuse a command-line option of one loss given with another (``--loss ce --layers x``):
     it would be ignored."""
-    from ..losses import LOSS_REGISTRY
+    from ..losses.registry import foreign_options
 
-    chosen = LOSS_REGISTRY.get(loss)
-    own = set(chosen.option_names) if chosen is not None and chosen.config_fields else set()
-    for name, spec in LOSS_REGISTRY.items():
-        if not spec.config_fields or name == loss:
+    for name, option in foreign_options(loss):
+        if option.flag is None or getattr(args, option.name, None) is None:
             continue
-        for option in spec.options:
-            if option.name in own or option.flag is None or getattr(args, option.name, None) is None:
-                continue
-            raise ValueError(
-                f"The {option.flag} option of deepmargin train is an option of loss {name!r}, which --loss {loss!r} does "
-                f"not use. Got {_shown(option.flag, getattr(args, option.name))} instead; leave it out or use --loss {name} "
-                "(`deepmargin losses` lists each loss's options)."
-            )
+        raise ValueError(
+            f"The {option.flag} option of deepmargin train is an option of loss {name!r}, which --loss {loss!r} does "
+            f"not use. Got {_shown(option.flag, getattr(args, option.name))} instead; leave it out or use --loss {name} "
+            "(`deepmargin losses` lists each loss's options)."
+        )
 
 
 def _shown(flag: str, value: Any) -> str:

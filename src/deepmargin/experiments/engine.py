@@ -167,11 +167,13 @@ def _set_threads(threads: int) -> None:
 
 
 def _check_study_folder(out_dir: str | os.PathLike[str]) -> None:
+    from ..io import names_working_directory
+
     """Refuse a study folder that is empty text or the working directory itself, a file, or a
     training run's folder: a study would be written among files that are not its own."""
     text = os.fspath(out_dir)
     path = Path(text)
-    if not text.strip() or path.resolve() == Path.cwd().resolve():
+    if names_working_directory(text):
         raise ValueError(f"The 'out_dir' parameter of run_study (--out) must be a study folder's path, not empty nor "
                          f"the working directory itself. Got {text!r} instead.")
     if path.exists() and not path.is_dir():

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..checks import parse_norm
 
-__all__ = ["LOSS_REGISTRY", "LossOption", "LossSpec", "as_norm", "int_at_least_0", "int_at_least_1", "loss_options_of",
+__all__ = ["LOSS_REGISTRY", "LossOption", "LossSpec", "as_norm", "foreign_options", "int_at_least_0", "int_at_least_1", "loss_options_of",
            "loss_spec", "nonneg_float", "norm_choice", "one_of", "positive_float", "register_loss",
            "resolve_loss_options", "true_or_false", "unregister_loss"]
 
@@ -220,6 +220,21 @@ def loss_spec(name: Any, *, owner: str = "TrainConfig", param: str = "loss") -> 
     if spec is None:
         raise ValueError(f"The {param!r} parameter of {owner} must be one of {list(LOSS_REGISTRY)}. Got {name!r} instead.")
     return spec
+
+
+def foreign_options(loss: str) -> list[tuple[str, LossOption]]:
+    """``(owner, option)`` for every flat-field option (``config_fields=True``) of another loss that
+    ``loss`` does not use itself: setting one of them with ``loss`` would be ignored.
+
+    Example:
+        >>> import deepmargin.losses  # registers the losses
+        >>> [o.name for owner, o in foreign_options("hinge")][:3]
+        ['layers', 'gamma', 'alpha']
+    """
+    chosen = LOSS_REGISTRY.get(loss)
+    own = set(chosen.option_names) if chosen is not None and chosen.config_fields else set()
+    return [(name, option) for name, spec in LOSS_REGISTRY.items() if spec.config_fields and name != loss
+            for option in spec.options if option.name not in own]
 
 
 def loss_options_of(config: Any) -> dict[str, Any]:

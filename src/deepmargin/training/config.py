@@ -457,31 +457,25 @@ class TrainConfig:
                 conflict = f"adv_train={self.adv_train!r} (adversarial inputs are not the cached ones)"
             if conflict is not None:
                 raise _err("denominator_refresh", f"0 with {conflict}", self.denominator_refresh)
-        self._warn_foreign_loss_fields(spec, LOSS_REGISTRY)
+        self._warn_foreign_loss_fields()
         reweighting = spec.reweighting(self.loss_options) if spec.reweighting else None
         if reweighting is not None and self.adv_train != "none":
             raise _err("adv_train", f"'none' with the reweighting loop of loss {self.loss!r} (weights belong to the "
                        "training samples, not to adversarial copies)", self.adv_train)
 
-    def _warn_foreign_loss_fields(self, spec: Any, registry: Mapping[str, Any]) -> None:
+    def _warn_foreign_loss_fields(self) -> None:
         """Warn about a field of another loss's options set away from its default: this loss ignores it."""
-        own = set(spec.option_names) if spec.config_fields else set()
-        for name, other in registry.items():
-            if not other.config_fields or name == self.loss:
-                continue
-            for option in other.options:
-                if option.name in own:
-                    continue
-                value = getattr(self, option.name, option.default)
-                default = option.default
-                if option.name == "norm":
-                    default = parse_norm(default)
-                if value != default and not (option.name == "gamma" and value == [default]):
-                    warnings.warn(
-                        f"The '{option.name}' parameter of {_OWNER} is an option of loss {name!r}; loss {self.loss!r} "
-                        f"ignores it. Got {value!r} instead of its default {option.default!r}.",
-                        UserWarning, stacklevel=4,
-                    )
+        from ..losses.registry import foreign_options
+
+        for name, option in foreign_options(self.loss):
+            value = getattr(self, option.name, option.default)
+            default = parse_norm(option.default) if option.name == "norm" else option.default
+            if value != default and not (option.name == "gamma" and value == [default]):
+                warnings.warn(
+                    f"The '{option.name}' parameter of {_OWNER} is an option of loss {name!r}; loss {self.loss!r} "
+                    f"ignores it. Got {value!r} instead of its default {option.default!r}.",
+                    UserWarning, stacklevel=4,
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain JSON-able values (``inf`` norm written as ``"inf"``)."""

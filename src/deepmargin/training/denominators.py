@@ -60,16 +60,11 @@ _WARN_BYTES = 1 << 30
 
 
 def margin_criterion(config: TrainConfig, model: nn.Module, layers: list[str]) -> Any:
-    """The :class:`~deepmargin.losses.LargeMarginLoss` of ``config`` on ``model`` and ``layers``
-    (the criterion :func:`deepmargin.training.build_objective` builds for ``loss="margin"``)."""
-    from ..losses import LargeMarginLoss
+    """The criterion of ``config``'s loss (a loss with cached denominators: ``margin``) on ``model``
+    and ``layers``: what :func:`deepmargin.training.build_objective` builds, by the same registry entry."""
+    from ..losses.registry import loss_options_of, loss_spec
 
-    return LargeMarginLoss(
-        model, layers, gamma=config.gamma, alpha=config.alpha, top_k=config.top_k, norm=config.norm,
-        aggregation=config.aggregation, layer_weights=config.layer_weights, epsilon=config.epsilon,
-        approximate=config.approximate, scores=config.scores, exact_per_sample=config.exact_per_sample,
-        margin_weight=config.margin_weight, ce_weight=config.ce_weight,
-    )
+    return loss_spec(config.loss).build(model, {**loss_options_of(config), "layers": list(layers)})
 
 
 class DenominatorCache:

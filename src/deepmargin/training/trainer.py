@@ -92,6 +92,7 @@ import torch
 from torch import Tensor, nn
 
 from ..capture import eval_mode
+from ..io import names_working_directory
 from ..models import build_model
 from . import distributed
 from .augment import check_augmentable
@@ -498,7 +499,7 @@ def _train(
 def _check_train_arguments(config: Any, resume: Any, overwrite: Any, out_dir: Any = None) -> None:
     if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"The 'out_dir' parameter of train must be a path or None. Got {type(out_dir).__name__} instead.")
-    if out_dir is not None and (not os.fspath(out_dir).strip() or not Path(out_dir).parts):
+    if out_dir is not None and names_working_directory(out_dir):
         given = os.fspath(out_dir)
         shown = repr(given) if given.strip() else f"{given!r} (an empty path)"
         if given.strip():  # '.', './': what an empty path becomes as a Path, e.g. from --out ""
