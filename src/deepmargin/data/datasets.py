@@ -292,6 +292,54 @@ def _check_val_size(val_size: object) -> float | int:
         raise ValueError(message) from None
 
 
+def _check_toy_arguments(name: str, n_samples: Any, noise: Any) -> None:
+    """``n_samples`` and ``noise`` only for the toy sets, and valid there."""
+    if name not in TOY_DEFAULTS:
+        if n_samples is not None or noise is not None:
+            which = "n_samples" if n_samples is not None else "noise"
+            value = n_samples if n_samples is not None else noise
+            raise ValueError(
+                f"The '{which}' parameter of load_dataset must be None for dataset {name!r} "
+                f"(it only applies to {tuple(TOY_DEFAULTS)}). Got {value!r} instead."
+            )
+        return
+    if n_samples is not None and (not is_int(n_samples) or int(n_samples) < 2):
+        raise ValueError(f"The 'n_samples' parameter of load_dataset must be an int >= 2 or None. Got {n_samples!r} instead.")
+    if noise is not None and not is_nonnegative_real(noise):
+        raise ValueError(f"The 'noise' parameter of load_dataset must be a float >= 0 or None. Got {noise!r} instead.")
+
+
+def _read_raw(name: str, npz_path: str | None, *, root: Any, download: bool, n_samples: Any, noise: Any, seed: int) -> _Raw:
+    """The dataset's training pool and test split (and a file's own validation split), from its source."""
+    if npz_path is not None:
+        return _load_npz(npz_path)
+    if name == "digits":
+        return _load_digits()
+    if name == "mnist-5k":
+        return _load_mnist5k()
+    if name in ("mnist", "fashion-mnist", "cifar10"):
+        data_root = _resolve_root(name, root, download)
+        if download:
+            _fetch_if_missing(name, data_root)
+        return _load_cifar10(data_root) if name == "cifar10" else _load_idx(name, data_root)
+    return _load_toy(name, None if n_samples is None else int(n_samples), None if noise is None else float(noise), seed)
+
+
+def _validation_split(raw: _Raw, name: str, val_size: float | int, seed: int) -> tuple[Split, Split]:
+    """``(train, val)``: the file's own validation split, or a stratified share ``val_size`` of the pool."""
+    n_pool = len(raw.pool)
+    if raw.val is None and is_int(val_size) and val_size >= n_pool:
+        raise ValueError(
+            f"The 'val_size' parameter of load_dataset must be smaller than the {n_pool} training samples "
+            f"of {name!r}. Got {val_size!r} instead."
+        )
+    if raw.val is not None:
+        return raw.pool, raw.val
+    if val_size == 0:
+        return raw.pool, raw.pool.take(torch.empty(0, dtype=torch.int64))
+    return stratified_split(raw.pool, val_size, seed=derive_seed(seed, _STAGE_VAL))
+
+
 def load_dataset(
     name: str,
     *,
@@ -393,46 +441,9 @@ def load_dataset(
         raise TypeError(f"The 'keep_unlabelled' parameter of load_dataset must be a bool. Got {keep_unlabelled!r} instead.")
     if not isinstance(download, bool):
         raise TypeError(f"The 'download' parameter of load_dataset must be a bool. Got {download!r} instead.")
-    is_toy = name in TOY_DEFAULTS
-    if not is_toy and (n_samples is not None or noise is not None):
-        which = "n_samples" if n_samples is not None else "noise"
-        value = n_samples if n_samples is not None else noise
-        raise ValueError(
-            f"The '{which}' parameter of load_dataset must be None for dataset {name!r} "
-            f"(it only applies to {tuple(TOY_DEFAULTS)}). Got {value!r} instead."
-        )
-    if is_toy:
-        if n_samples is not None and (not is_int(n_samples) or int(n_samples) < 2):
-            raise ValueError(f"The 'n_samples' parameter of load_dataset must be an int >= 2 or None. Got {n_samples!r} instead.")
-        if noise is not None and not is_nonnegative_real(noise):
-            raise ValueError(f"The 'noise' parameter of load_dataset must be a float >= 0 or None. Got {noise!r} instead.")
-
-    if npz_path is not None:
-        raw = _load_npz(npz_path)
-    elif name == "digits":
-        raw = _load_digits()
-    elif name == "mnist-5k":
-        raw = _load_mnist5k()
-    elif name in ("mnist", "fashion-mnist", "cifar10"):
-        data_root = _resolve_root(name, root, download)
-        if download:
-            _fetch_if_missing(name, data_root)
-        raw = _load_cifar10(data_root) if name == "cifar10" else _load_idx(name, data_root)
-    else:
-        raw = _load_toy(name, None if n_samples is None else int(n_samples), None if noise is None else float(noise), seed)
-
-    n_pool = len(raw.pool)
-    if raw.val is None and is_int(val_size) and val_size >= n_pool:
-        raise ValueError(
-            f"The 'val_size' parameter of load_dataset must be smaller than the {n_pool} training samples "
-            f"of {name!r}. Got {val_size!r} instead."
-        )
-    if raw.val is not None:
-        train, val = raw.pool, raw.val
-    elif val_size == 0:
-        train, val = raw.pool, raw.pool.take(torch.empty(0, dtype=torch.int64))
-    else:
-        train, val = stratified_split(raw.pool, val_size, seed=derive_seed(seed, _STAGE_VAL))
+    _check_toy_arguments(name, n_samples, noise)
+    raw = _read_raw(name, npz_path, root=root, download=download, n_samples=n_samples, noise=noise, seed=seed)
+    train, val = _validation_split(raw, name, val_size, seed)
     n_before_subsample = len(train)
     unlabelled = None
     if train_fraction < 1.0:
