@@ -4,6 +4,7 @@ Example::
 
     deepmargin robustness runs/ce/best.pt runs/margin/best.pt --norms l2 linf \\
         --eps-l2 0.5 1 2 --eps-linf 0.05 0.1 0.3 --attack fmn --n 1000 --out runs/robustness
+    deepmargin robustness runs/ce/best.pt --norms linf --eps-linf 0.1 0.3 --suite standard
 
 For every checkpoint and norm, one minimum-norm attack run (FMN or DeepFool) gives each input's
 distance to the closest adversarial, and the linearised distance at the input layer is computed
@@ -25,7 +26,16 @@ beside it (:func:`deepmargin.metrics.margin_report`). Writes, in ``--out``:
   certified radius <= true distance to the boundary <= ``min_norm``;
 * ``margin_histogram.png``: histograms of the minimum-norm distances per model, drawn from
   ``margins.csv`` (:func:`deepmargin.reports.margins.plot_margin_histogram`);
-* ``config.json``: the resolved options.
+* with ``--suite standard|fast|rand``: ``autoattack.csv`` / ``autoattack.jsonl``, the robust
+  accuracy under that version of AutoAttack (Croce & Hein, 2020) at every budget of
+  ``--eps-l2`` / ``--eps-linf``: one row per (model, norm, eps, stage), the stages being ``clean``,
+  each attack of the ensemble in the order run (each only on the inputs still correct) and
+  ``autoattack``, the worst case per input; ``flags`` names the reliability checks that fired
+  (:func:`deepmargin.experiments.robustness_eval.evaluate_suite`). ``autoattack_summary.json``
+  holds one result per (model, norm, eps): clean and robust accuracy, the accuracy after each
+  attack in order, the flags. At eps 0 no attack runs (robust accuracy = clean accuracy). A
+  second table is printed with the same numbers;
+* ``config.json``: the resolved options (with ``--suite``, its settings under ``suite``).
 
 Every file is written to a temporary file and moved into place with ``os.replace``.
 """
@@ -45,12 +55,13 @@ from ..experiments.robustness_eval import (
     CERTIFIED_FIELDS,
     DEFAULT_EPS,
     MIN_NORM_ATTACKS,
+    SUITE_VERSIONS,
     SUMMARY_FIELDS,
     certify,
     measure,
 )
 from ..experiments.robustness_eval import min_norm_attack as build_attack
-from ._common import add_output_options, nonneg_float, norm_arg, positive_int
+from ._common import add_output_options, nonneg_float, norm_arg, positive_int, seed_int
 
 logger = logging.getLogger(__name__)
 
@@ -79,16 +90,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "Measure how far the test inputs of trained checkpoints are from the decision boundary: one "
             "minimum-norm attack per checkpoint and norm gives every input's adversarial distance; writes a "
             "summary (median distance, error at epsilon, rho_adv), the per-input margin report, a histogram "
-            "and the resolved config."
+            "and the resolved config; with --suite, also the robust accuracy under AutoAttack at every eps."
         ),
     )
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="model checkpoint(s) to measure")
     p.add_argument("--norms", nargs="+", type=norm_arg, default=["l2", "linf"], metavar="NORM",
                    help="norms: l2, linf (or 2, inf) (default: l2 linf)")
     p.add_argument("--eps-l2", nargs="+", type=nonneg_float, default=None, metavar="EPS",
-                   help=f"l2 budgets of the error-at-epsilon columns (default: {list(DEFAULT_EPS['l2'])})")
+                   help=f"l2 budgets of the error-at-epsilon columns and of --suite (default: {list(DEFAULT_EPS['l2'])})")
     p.add_argument("--eps-linf", nargs="+", type=nonneg_float, default=None, metavar="EPS",
-                   help=f"l_inf budgets of the error-at-epsilon columns (default: {list(DEFAULT_EPS['linf'])})")
+                   help=f"l_inf budgets of the error-at-epsilon columns and of --suite (default: {list(DEFAULT_EPS['linf'])})")
     p.add_argument("--attack", choices=MIN_NORM_ATTACKS, default="fmn",
                    help="minimum-norm attack giving the distances (default: fmn, started from DeepFool)")
     p.add_argument("--steps", type=positive_int, default=None,
@@ -100,6 +111,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "et al. Prop. 4.1) of the l2 rows")
     p.add_argument("--lipschitz-iterations", type=positive_int, default=100, metavar="K",
                    help="most power-iteration steps per convolution for the Lipschitz bounds (default: 100)")
+    p.add_argument("--suite", choices=SUITE_VERSIONS, default=None,
+                   help="also measure the robust accuracy at every eps under this version of AutoAttack, the worst "
+                        "case per input (standard: APGD-CE, APGD-T, FAB-T, Square; fast: a cheaper subset that "
+                        "keeps Square; rand: for randomised models; default: none)")
+    p.add_argument("--suite-seed", type=seed_int, default=0, metavar="SEED",
+                   help="seed of the AutoAttack ensemble (default: 0)")
     add_output_options(p, out="runs/robustness", plot="margin_histogram.png", progress="a progress bar")
     p.set_defaults(func=run)
     return p
@@ -112,7 +129,7 @@ def _errors_cell(eps: Sequence[float], errors: Sequence[float]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``deepmargin robustness`` with parsed arguments; return the exit status (0 on success)."""
     from ..experiments.robustness_eval import measure_checkpoints
-    from ..reports.robustness import write_robustness_run
+    from ..reports.robustness import suite_table, write_robustness_run
     from ..reports.tables import format_table
 
     start = time.perf_counter()
@@ -120,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoints, norms=args.norms, eps_l2=args.eps_l2, eps_linf=args.eps_linf, attack=args.attack,
         steps=args.steps, n=args.n, batch_size=args.batch_size, certified=args.certify,
         lipschitz_iterations=args.lipschitz_iterations, dataset=args.dataset, data_root=args.data_root,
-        device=args.device, progress=bool(args.progress or sys.stderr.isatty()),
+        device=args.device, progress=bool(args.progress or sys.stderr.isatty()), suite=args.suite,
+        suite_seed=args.suite_seed,
     )
     written = write_robustness_run(result, args.out, plot=args.plot)
 
@@ -132,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         for r in result.summary_rows
     ]
     print(format_table(table))
+    if result.suite_summary:
+        print("\n" + format_table(suite_table(result.suite_summary)))
     print("wrote " + ", ".join(str(p) for p in written))
     logger.info("deepmargin robustness finished in %.1f s", time.perf_counter() - start)
     return 0

@@ -4,23 +4,29 @@ For every checkpoint and norm, one minimum-norm attack run (FMN or DeepFool) giv
 distance to the closest adversarial, and the linearised distance at the input layer is computed
 beside it (:func:`deepmargin.metrics.margin_report`); :func:`measure` turns one run into the summary
 numbers, :func:`certify` adds the certified l2 radii from Lipschitz upper bounds, and
-:func:`measure_checkpoints` does both for every checkpoint.
-:func:`deepmargin.reports.robustness.write_robustness_run` writes the result.
+:func:`measure_checkpoints` does both for every checkpoint. With ``suite`` it also measures the
+robust accuracy at each budget under :class:`~deepmargin.attacks.AutoAttack` (:func:`evaluate_suite`,
+the worst case per input over the ensemble, in batches; :func:`suite_rows` turns one result into
+tidy rows). :func:`deepmargin.reports.robustness.write_robustness_run` writes the result.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..attacks.autoattack import VERSIONS as SUITE_VERSIONS
 from ..attacks.factory import MIN_NORM_ATTACKS
+from ..checks import check_int, param_error
 
 from .progress import StepProgress
 
@@ -31,12 +37,16 @@ __all__ = [
     "DEFAULT_EPS",
     "MIN_NORM_ATTACKS",
     "RobustnessRun",
+    "SUITE_FIELDS",
+    "SUITE_VERSIONS",
     "SUMMARY_FIELDS",
     "certify",
+    "evaluate_suite",
     "measure",
     "measure_checkpoints",
     "min_norm_attack",
     "resolve_eps",
+    "suite_rows",
 ]
 
 #: Error-at-epsilon budgets when ``--eps-l2`` / ``--eps-linf`` are not given (inputs in [0, 1]).
@@ -49,6 +59,9 @@ SUMMARY_FIELDS = (
 )
 #: Per-input columns ``margins.csv`` adds to :data:`deepmargin.reports.margins.MARGIN_FIELDS` (empty off the l2 rows).
 CERTIFIED_FIELDS = ("certified_kesidis", "certified_tsuzuku")
+#: Column order of ``autoattack.csv``: one row per (model, norm, eps, stage); the stages are
+#: ``'clean'``, each attack of the ensemble in the order run, and ``'autoattack'`` (the worst case).
+SUITE_FIELDS = ("model", "norm", "eps", "version", "attack", "accuracy", "n", "flags", "dataset", "checkpoint", "seed")
 
 
 def resolve_eps(
@@ -196,6 +209,156 @@ def _certified_summary(
     return {"lipschitz_l2": bounds["l2"], "lipschitz_linf_l2": bounds["linf-l2"], **medians}
 
 
+def _clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                   on_batch: Callable[[], None] | None) -> int:
+    """How many of ``x`` the model (in eval mode, each submodule's mode restored) classifies as ``y``."""
+    from ..capture import eval_mode
+
+    correct = torch.zeros((), dtype=torch.int64, device=y.device)
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            logits = model(x[start:start + batch_size])
+            correct += (logits.argmax(1) == y[start:start + batch_size]).sum()
+            if on_batch is not None:
+                on_batch()
+    return int(correct)
+
+
+def _report_caught(caught: Sequence[warnings.WarningMessage], where: str) -> bool:
+    """Log each reliability warning once (tagged with ``where``); re-issue any other warning.
+
+    Warnings of one check raised on several chunks count as one (the same category and message,
+    numbers aside); the first message is logged with the number of chunks. Returns whether a
+    :class:`~deepmargin.attacks.ReliabilityWarning` was among them.
+    """
+    from ..attacks import ReliabilityWarning
+
+    first: dict[tuple[type[Warning], str], tuple[str, int]] = {}
+    for w in caught:
+        if issubclass(w.category, ReliabilityWarning):
+            key = (w.category, re.sub(r"\d+(\.\d+)?", "#", str(w.message)))
+            message, times = first.get(key, (str(w.message), 0))
+            first[key] = (message, times + 1)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for (category, _), (message, times) in first.items():
+        again = f" (in {times} batches)" if times > 1 else ""
+        logger.warning("[%s] %s%s: %s", where, category.__name__, again, message)
+    return bool(first)
+
+
+def evaluate_suite(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    norm: str,
+    eps: float,
+    version: str = "standard",
+    seed: int = 0,
+    bounds: Sequence[float] = (0.0, 1.0),
+    batch_size: int = 256,
+    on_batch: Callable[[], None] | None = None,
+    label: str = "model",
+) -> dict[str, Any]:
+    """The robust accuracy of ``model`` under :class:`~deepmargin.attacks.AutoAttack` over all of ``x``.
+
+    The ensemble runs on chunks of ``batch_size`` inputs (each chunk with the same ``seed``), and
+    the chunks are combined per input: an input counts as robust after an attack if neither the
+    clean model nor that attack nor any before it broke it, so every accuracy is over all of
+    ``x``, not an average of chunk accuracies. At ``eps == 0`` no attack runs: the robust accuracy
+    is the clean accuracy. The reliability warnings raised during the evaluation are recorded in
+    ``flags`` (the checks of :meth:`AutoAttack.evaluate` that fired in any chunk, in the order they
+    are checked; ``'reliability'`` for a warning none of them names) and logged once per kind,
+    tagged ``[label norm eps=...]``; other warnings are re-issued.
+
+    Args:
+        model: returns logits. x: inputs ``(N, *)`` within ``bounds``. y: labels ``(N,)``.
+        norm: ``'linf'`` or ``'l2'``. eps: the radius (>= 0).
+        version: ``'standard'``, ``'fast'`` or ``'rand'`` (see :mod:`deepmargin.attacks.autoattack`).
+        seed: seed of every attack of the ensemble. bounds: ``(low, high)`` of valid inputs.
+        batch_size: inputs per ensemble call. on_batch: called with no argument after each chunk.
+        label: names the model in the logged warnings.
+
+    Returns:
+        ``{"norm", "eps", "version", "seed", "n", "clean_accuracy", "attacks" (names, in the order
+        run), "accuracy_after" ({name: accuracy}, non-increasing), "robust_accuracy", "flags" (names)}``.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+        >>> x, y = torch.rand(6, 16), torch.tensor([0, 1, 2, 3, 0, 1])
+        >>> r = evaluate_suite(model, x, y, norm="linf", eps=0.0, version="fast")
+        >>> r["attacks"], r["robust_accuracy"] == r["clean_accuracy"]
+        ([], True)
+    """
+    from ..attacks import AutoAttack
+
+    owner = "evaluate_suite"
+    batch_size = check_int(batch_size, "batch_size", owner, low=1, type_exc=ValueError)
+    n = int(x.shape[0])
+    if n == 0:
+        raise param_error(owner, "x", "a batch of at least one input", "0 inputs")
+    ensemble = AutoAttack(norm=norm, eps=eps, version=version, seed=seed, bounds=bounds)  # checks the settings
+    norm = ensemble.norm_name
+    entry: dict[str, Any] = {"norm": norm, "eps": ensemble.eps, "version": version, "seed": seed, "n": n}
+    if ensemble.eps == 0:
+        clean = _clean_correct(model, x, y, batch_size, on_batch)
+        return {**entry, "clean_accuracy": clean / n, "attacks": [], "accuracy_after": {},
+                "robust_accuracy": clean / n, "flags": []}
+    names: list[str] | None = None
+    survived: list[int] = []  # survived[i]: inputs still correct after attack i
+    clean = robust = 0
+    fired: dict[str, bool] = {}
+    caught: list[warnings.WarningMessage] = []
+    for start in range(0, n, batch_size):
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            result = ensemble.evaluate(model, x[start:start + batch_size], y[start:start + batch_size])
+        caught += got
+        if names is None:
+            names, survived = list(result.attacks), [0] * len(result.attacks)
+        elif list(result.attacks) != names:  # the ensemble depends only on the number of classes
+            raise RuntimeError(f"AutoAttack ran {result.attacks} on one chunk and {names} on another.")
+        stage = {name: i for i, name in enumerate(names)}
+        for who in result.broken_by:
+            if who == "clean":
+                continue
+            clean += 1
+            robust += int(who == "")
+            for i in range(stage.get(who, len(names))):  # still correct after every attack before the one that broke it
+                survived[i] += 1
+        for key, value in result.flags.items():
+            fired[key] = fired.get(key, False) or bool(value)
+        if on_batch is not None:
+            on_batch()
+    flags = [key for key, value in fired.items() if value]
+    if _report_caught(caught, f"{label} {norm} eps={eps:g}") and not flags:
+        flags.append("reliability")
+    names = names or []
+    return {**entry, "clean_accuracy": clean / n, "attacks": names,
+            "accuracy_after": {name: count / n for name, count in zip(names, survived)},
+            "robust_accuracy": robust / n, "flags": flags}
+
+
+def suite_rows(entry: Mapping[str, Any], **extra: Any) -> list[dict[str, Any]]:
+    """Tidy rows of one :func:`evaluate_suite` result: ``'clean'``, each attack in order, ``'autoattack'``.
+
+    Keys :data:`SUITE_FIELDS` (``flags`` ``;``-separated, as :meth:`AutoAttackResult.rows`); ``extra``
+    gives ``model``, ``dataset`` and ``checkpoint``.
+
+    Example:
+        >>> entry = dict(norm="linf", eps=0.1, version="fast", seed=0, n=4, clean_accuracy=1.0,
+        ...              accuracy_after={"apgd-ce": 0.5}, robust_accuracy=0.5, flags=[])
+        >>> [(r["attack"], r["accuracy"]) for r in suite_rows(entry, model="m")]
+        [('clean', 1.0), ('apgd-ce', 0.5), ('autoattack', 0.5)]
+    """
+    stages = [("clean", entry["clean_accuracy"]), *entry["accuracy_after"].items(),
+              ("autoattack", entry["robust_accuracy"])]
+    base = {**{key: None for key in SUITE_FIELDS}, **extra, "norm": entry["norm"], "eps": entry["eps"],
+            "version": entry["version"], "n": entry["n"], "flags": ";".join(entry["flags"]), "seed": entry["seed"]}
+    return [{**base, "attack": name, "accuracy": accuracy} for name, accuracy in stages]
+
+
 def _report_rows(report: Mapping[str, torch.Tensor], **keys: Any) -> list[dict[str, Any]]:
     columns = {k: v.detach().cpu().tolist() for k, v in report.items()}
     n = len(columns["index"])
@@ -211,6 +374,10 @@ class RobustnessRun:
         margin_rows: the per-input margin report of every model and norm, with the
             :data:`CERTIFIED_FIELDS` (``None`` off the l2 rows).
         config: what ``config.json`` records. dataset: its name. n: test inputs measured.
+        suite_rows: with a suite, one per (model, norm, eps, stage), keys :data:`SUITE_FIELDS`
+            (:func:`suite_rows`); empty without.
+        suite_summary: with a suite, one :func:`evaluate_suite` result per (model, norm, eps), with
+            ``model``, ``dataset`` and ``checkpoint``; empty without.
     """
 
     summary_rows: list[dict[str, Any]]
@@ -218,6 +385,8 @@ class RobustnessRun:
     config: dict[str, Any]
     dataset: str
     n: int
+    suite_rows: list[dict[str, Any]] = field(default_factory=list)
+    suite_summary: list[dict[str, Any]] = field(default_factory=list)
 
 
 def measure_checkpoints(
@@ -236,6 +405,9 @@ def measure_checkpoints(
     data_root: str | None = None,
     device: str = "cpu",
     progress: bool = False,
+    suite: str | None = None,
+    suite_seed: int = 0,
+    suite_batch_size: int | None = None,
 ) -> RobustnessRun:
     """Distance to the boundary of every checkpoint's test inputs, per norm (``deepmargin robustness``).
 
@@ -243,10 +415,22 @@ def measure_checkpoints(
     rho_adv (DeepFool in l2; Matyasko & Chau) and, with ``certified``, the Lipschitz bounds and
     certified radii (:func:`certify`). Budgets of the error-at-epsilon columns: :func:`resolve_eps`.
     Every checkpoint is read before any attack runs; the reliability checks run on each first.
+
+    With ``suite`` (``'standard'``, ``'fast'`` or ``'rand'``; default ``None``: none), also the
+    robust accuracy of every model, norm and budget under that version of AutoAttack
+    (:func:`evaluate_suite`, seeded with ``suite_seed``, ``suite_batch_size`` inputs per call,
+    default ``batch_size``) in :attr:`RobustnessRun.suite_rows` and
+    :attr:`RobustnessRun.suite_summary`, and its settings in ``config['suite']``.
     """
     from ..metrics import rho_adv
     from .checkpoints import check_models, load_checkpoints, load_test_split
 
+    owner = "measure_checkpoints"
+    if suite is not None and suite not in SUITE_VERSIONS:
+        raise param_error(owner, "suite", f"None or one of {list(SUITE_VERSIONS)}", suite)
+    suite_seed = check_int(suite_seed, "suite_seed", owner, low=0, type_exc=ValueError)
+    suite_batch_size = check_int(suite_batch_size if suite_batch_size is not None else batch_size,
+                                 "suite_batch_size", owner, low=1, type_exc=ValueError)
     norms = list(dict.fromkeys(norms))
     eps_by_norm = resolve_eps(norms, eps_l2, eps_linf)
     models, metas = load_checkpoints(checkpoints, device)  # all read before any attack runs
@@ -264,9 +448,12 @@ def measure_checkpoints(
     chunks = math.ceil(len(y) / batch_size)
     certifying = certified and "l2" in norms
     total = len(models) * (len(norms) * chunks + ("l2" in norms) + certifying)
+    if suite is not None:
+        total += len(models) * sum(len(eps_by_norm[norm]) for norm in norms) * math.ceil(len(y) / suite_batch_size)
 
     summary_rows: list[dict[str, Any]] = []
     margin_rows: list[dict[str, Any]] = []
+    suite_summary: list[dict[str, Any]] = []
     lipschitz: dict[str, dict[str, float]] = {}
     with StepProgress(total, "robustness", show=progress) as bar:
         for name, model in models.items():
@@ -296,6 +483,13 @@ def measure_checkpoints(
                 rows = _report_rows(columns, model=name, norm=norm, attack=attack)
                 margin_rows += [{**{key: None for key in CERTIFIED_FIELDS}, **row} for row in rows]
                 logger.debug("%s %s: median distance %.4g", name, norm, summary["median_distance"])
+                for eps in eps_by_norm[norm] if suite is not None else ():
+                    bar.set_postfix_str(f"{name} {norm} eps={eps:g} autoattack-{suite}")
+                    entry = evaluate_suite(model, x, y, norm=norm, eps=eps, version=suite, seed=suite_seed,
+                                           bounds=bounds, batch_size=suite_batch_size,
+                                           on_batch=lambda: bar.update(1), label=name)
+                    suite_summary.append({"model": name, **entry, "dataset": dataset,
+                                          "checkpoint": str(checkpoints[names.index(name)])})
 
     config = {
         "command": "robustness",
@@ -317,4 +511,13 @@ def measure_checkpoints(
         "device": str(device),
         "torch_version": torch.__version__,
     }
-    return RobustnessRun(summary_rows=summary_rows, margin_rows=margin_rows, config=config, dataset=dataset, n=len(y))
+    if suite is not None:  # only then: without a suite, config.json stays as it was
+        config["suite"] = {
+            "version": suite, "seed": suite_seed, "batch_size": suite_batch_size, "eps": eps_by_norm,
+            "attacks": {norm: next((e["attacks"] for e in suite_summary if e["norm"] == norm and e["attacks"]), [])
+                        for norm in norms},
+        }
+    stage_rows = [row for e in suite_summary
+                  for row in suite_rows(e, model=e["model"], dataset=e["dataset"], checkpoint=e["checkpoint"])]
+    return RobustnessRun(summary_rows=summary_rows, margin_rows=margin_rows, config=config, dataset=dataset, n=len(y),
+                         suite_rows=stage_rows, suite_summary=suite_summary)

@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 
 from ..io import atomic_write, atomic_write_text
 
-__all__ = ["load_rows", "write_rows", "write_attack_run", "write_robustness_run", "accuracy_table", "plot_accuracy_vs_epsilon", "ROW_FIELDS"]
+__all__ = ["load_rows", "write_rows", "write_attack_run", "write_robustness_run", "suite_table", "accuracy_table",
+           "plot_accuracy_vs_epsilon", "ROW_FIELDS"]
 
 #: Column order of the CSV written by :func:`write_rows` (extra keys follow, sorted).
 ROW_FIELDS = ("model", "attack", "norm", "eps", "accuracy", "correct", "n", "seed", "setting", "source")
@@ -111,10 +112,13 @@ def write_robustness_run(run: Any, out_dir: str | os.PathLike[str], *, plot: boo
     """Write the files of ``deepmargin robustness`` from a :class:`~deepmargin.experiments.robustness_eval.RobustnessRun`.
 
     ``summary.csv`` / ``summary.jsonl`` (the summary rows), ``margins.csv`` (the per-input margin
-    report), with ``plot`` ``margin_histogram.png`` drawn from ``margins.csv``, and ``config.json``;
-    each atomically. Returns the paths in that order.
+    report), with ``plot`` ``margin_histogram.png`` drawn from ``margins.csv``, when the run has
+    AutoAttack rows ``autoattack.csv`` / ``autoattack.jsonl`` (the rows) and
+    ``autoattack_summary.json`` (one result per model, norm and eps: clean and robust accuracy, the
+    accuracy after each attack in order, the flags), and ``config.json``; each atomically. Returns
+    the paths in that order.
     """
-    from ..experiments.robustness_eval import CERTIFIED_FIELDS, SUMMARY_FIELDS
+    from ..experiments.robustness_eval import CERTIFIED_FIELDS, SUITE_FIELDS, SUMMARY_FIELDS
     from ..training.records import write_json
     from .margins import MARGIN_FIELDS, plot_margin_histogram, write_rows_atomic
 
@@ -128,8 +132,44 @@ def write_robustness_run(run: Any, out_dir: str | os.PathLike[str], *, plot: boo
         fig = plot_margin_histogram(out / "margins.csv", title=f"{run.dataset}: distance to the boundary (n={run.n})")
         written.append(atomic_write(out / "margin_histogram.png", lambda h: fig.savefig(h, format="png", dpi=120),
                                     binary=True))
+    if getattr(run, "suite_rows", None):
+        suite = run.config.get("suite", {})
+        written += [
+            write_rows_atomic(out / "autoattack.csv", run.suite_rows, fieldnames=SUITE_FIELDS),
+            write_rows_atomic(out / "autoattack.jsonl", run.suite_rows),
+            write_json(out / "autoattack_summary.json", {
+                "dataset": run.dataset, "version": suite.get("version"), "seed": suite.get("seed"),
+                "results": [{key: e[key] for key in _SUITE_SUMMARY_KEYS} for e in run.suite_summary],
+            }),
+        ]
     written.append(write_json(out / "config.json", run.config))
     return written
+
+
+#: Keys of each result in ``autoattack_summary.json``.
+_SUITE_SUMMARY_KEYS = ("model", "norm", "eps", "version", "seed", "n", "clean_accuracy", "attacks", "accuracy_after",
+                       "robust_accuracy", "flags", "checkpoint")
+
+
+def suite_table(summary: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the printed AutoAttack table: model, norm, eps, n, clean, each attack, autoattack, flags.
+
+    Every row has every column (``None`` where an attack did not run, as at eps 0), so that the
+    columns come out in ensemble order.
+
+    Example:
+        >>> entry = dict(model="m", norm="linf", eps=0.1, n=4, clean_accuracy=1.0, accuracy_after={"apgd-ce": 0.5},
+        ...              robust_accuracy=0.5, flags=[])
+        >>> list(suite_table([entry])[0])
+        ['model', 'norm', 'eps', 'n', 'clean', 'apgd-ce', 'autoattack', 'flags']
+    """
+    attacks = list(dict.fromkeys(name for e in summary for name in e["accuracy_after"]))
+    return [
+        {"model": e["model"], "norm": e["norm"], "eps": f"{e['eps']:g}", "n": e["n"], "clean": e["clean_accuracy"],
+         **{name: e["accuracy_after"].get(name) for name in attacks}, "autoattack": e["robust_accuracy"],
+         "flags": ",".join(e["flags"])}
+        for e in summary
+    ]
 
 
 def _line_key(row: Mapping[str, Any]) -> tuple[str, str, str, str]:
