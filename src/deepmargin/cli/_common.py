@@ -1,27 +1,33 @@
 """Helpers shared by the subcommands: argument types, shared options, printing.
 
 Checkpoint and test-data loading live in :mod:`deepmargin.experiments.checkpoints`; their names
-stay importable from here.
+stay importable from here. The options that give any other classifier (``--model-file``,
+``--model``...) are :func:`add_model_source_options`, read back by :func:`model_source`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..experiments.checkpoints import load_checkpoints, load_test_split, model_names
+from ..experiments.external import ModelSource
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
+    "add_model_source_options",
     "add_output_options",
     "dataset_arg",
+    "json_object",
     "load_checkpoints",
     "load_test_split",
     "model_names",
+    "model_source",
     "nonneg_float",
     "norm_arg",
     "positive_float",
@@ -101,6 +107,54 @@ def add_output_options(parser: argparse.ArgumentParser, *, out: str, plot: str, 
     parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
     parser.add_argument("--progress", action="store_true", help=f"show {progress} even when not interactive")
     parser.add_argument("--no-plot", dest="plot", action="store_false", help=f"do not draw {plot}")
+
+
+def json_object(text: str) -> dict:
+    """argparse type: a JSON object, e.g. ``'{"width": 2}'``, returned as a dict."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"width\": 2}}' ({err}). Got {text!r} instead.")
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"width\": 2}}'. Got {text!r} instead.")
+    return value
+
+
+def add_model_source_options(parser: argparse.ArgumentParser) -> None:
+    """Options that measure any classifier instead of checkpoints (read back with :func:`model_source`).
+
+    ``--model-file`` (TorchScript or ``.pt2``) or ``--model MODULE:CALLABLE`` with ``--weights`` and
+    ``--model-kwargs``; ``--input-shape``, ``--bounds``, ``--mean``/``--std`` and
+    ``--output-index``/``--output-key``. The test data then comes from ``--data FILE.npz``.
+    """
+    g = parser.add_argument_group(
+        "any classifier", "measure a model that is not a deepmargin checkpoint, on the x_test/y_test of --data FILE.npz")
+    g.add_argument("--model-file", default=None, metavar="FILE",
+                   help="a TorchScript file (torch.jit.save) or an exported program ending in .pt2 (torch.export.save)")
+    g.add_argument("--model", default=None, metavar="MODULE:CALLABLE",
+                   help="a callable returning the nn.Module, imported from sys.path or the current directory")
+    g.add_argument("--weights", default=None, metavar="FILE",
+                   help="state dict of --model (torch.save(model.state_dict(), FILE); read with weights_only=True)")
+    g.add_argument("--model-kwargs", type=json_object, default=None, metavar="JSON",
+                   help="keyword arguments of --model as a JSON object, e.g. '{\"width\": 2}'")
+    g.add_argument("--input-shape", nargs="+", type=positive_int, default=None, metavar="N",
+                   help="one input's shape, e.g. 3 32 32 (default: the data's; flat data is reshaped to it)")
+    g.add_argument("--bounds", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
+                   help="range of valid inputs (default: the file's 'bounds', else 0 1)")
+    g.add_argument("--mean", nargs="+", type=float, default=None, metavar="M",
+                   help="per-channel mean the model subtracts (normalisation inside the model; attacks in raw inputs)")
+    g.add_argument("--std", nargs="+", type=positive_float, default=None, metavar="S",
+                   help="per-channel standard deviation the model divides by")
+    g.add_argument("--output-index", type=int, default=None, metavar="I",
+                   help="position of the logits in a tuple or list output")
+    g.add_argument("--output-key", default=None, metavar="KEY", help="key of the logits in a dict output")
+
+
+def model_source(args: argparse.Namespace) -> ModelSource | None:
+    """The :class:`~deepmargin.experiments.external.ModelSource` of :func:`add_model_source_options`' flags; ``None`` without them."""
+    names = ("model_file", "model", "weights", "model_kwargs", "input_shape", "bounds", "mean", "std",
+             "output_index", "output_key")
+    return ModelSource.from_options(**{name: getattr(args, name) for name in names})
 
 
 def print_layer_table(model: nn.Module, input_shape: Sequence[int]) -> None:

@@ -7,7 +7,10 @@ Example::
 
 writes ``rows.csv`` and ``rows.jsonl`` (one row per model, attack, norm, eps and seed; white-box
 rows, plus transfer rows crafted on ``--source``), ``config.json`` (the resolved arguments) and
-``accuracy_vs_eps.png`` (drawn from ``rows.csv``).
+``accuracy_vs_eps.png`` (drawn from ``rows.csv``). Any other classifier is measured the same way::
+
+    deepmargin attack --model-file net.pt2 --data test.npz --mean 0.5 --std 0.25 --output-index 0 \\
+        --attacks autoattack --eps 0 0.03 --out runs/mine
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from typing import Any
 from ..attacks.factory import ATTACK_NAMES as ATTACKS
 from ..experiments.attack_eval import DEFAULT_EPS, DEFAULT_SNR
 from ._common import (
+    add_model_source_options,
     add_output_options,
+    model_source,
     nonneg_float,
     norm_arg,
     positive_float,
@@ -42,11 +47,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "attack",
         help=COMMANDS["attack"],
         description=(
-            "Evaluate trained checkpoints under attacks for a list of epsilons. Writes tidy rows (CSV and "
-            "JSONL, one per model, attack, norm, eps and seed), the resolved config and a plot."
+            "Evaluate trained checkpoints, or any classifier (--model-file, --model), under attacks for a list of "
+            "epsilons. Writes tidy rows (CSV and JSONL, one per model, attack, norm, eps and seed), the resolved "
+            "config and a plot."
         ),
     )
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="model checkpoint(s) to evaluate")
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT",
+                   help="model checkpoint(s) to evaluate (none with --model-file or --model)")
     p.add_argument("--source", metavar="CKPT", default=None,
                    help="craft adversarials on this checkpoint and evaluate every CKPT on them (black-box transfer)")
     p.add_argument("--attacks", nargs="+", choices=ATTACKS, default=["ifgsm"], metavar="ATTACK",
@@ -76,6 +83,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", nargs="+", type=seed_int, default=[0], metavar="SEED",
                    help="seed(s); randomised attacks (pgd, noise) run once per seed (default: 0)")
     add_output_options(p, out="runs/attack", plot="accuracy_vs_eps.png", progress="progress bars")
+    add_model_source_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -94,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         min_norm_steps=args.min_norm_steps, step_size=args.step_size, random_start=args.random_start,
         loss=args.loss, overshoot=args.overshoot, n=args.n, batch_size=args.batch_size, seeds=args.seed,
         dataset=args.dataset, data_root=args.data_root, device=args.device,
-        progress=bool(args.progress or sys.stderr.isatty()),
+        progress=bool(args.progress or sys.stderr.isatty()), model_source=model_source(args),
     )
     written = write_attack_run(result, args.out, plot=args.plot)
 

@@ -4,7 +4,9 @@
 (:mod:`~deepmargin.experiments.checkpoints`), builds each attack by name
 (:func:`~deepmargin.attacks.build_attack`) and returns tidy rows (one per model, attack, norm, eps
 and seed; white-box rows, plus transfer rows crafted on a source checkpoint) with the resolved
-configuration. :func:`deepmargin.reports.robustness.write_attack_run` writes them.
+configuration. :func:`deepmargin.reports.robustness.write_attack_run` writes them. Any other
+classifier (a TorchScript file, an exported program, ``module:callable`` with a state dict) is
+measured the same way from a :class:`~deepmargin.experiments.external.ModelSource`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .progress import StepProgress
+
+if TYPE_CHECKING:
+    from .external import ModelSource
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +82,7 @@ def attack_checkpoints(
     data_root: str | None = None,
     device: str = "cpu",
     progress: bool = False,
+    model_source: ModelSource | None = None,
 ) -> AttackRun:
     """Accuracy of every checkpoint under every attack, norm, radius and seed (``deepmargin attack``).
 
@@ -87,21 +93,22 @@ def attack_checkpoints(
     snr). Randomised attacks (PGD with a random start, noise) run once per seed; torch, numpy and
     ``random`` are seeded with each run's seed. With ``source``, every attack but noise is also
     crafted on it and transferred (rows with setting ``transfer``).
+
+    With ``model_source`` (any classifier: ``--model-file`` or ``--model``, see
+    :class:`~deepmargin.experiments.external.ModelSource`) that model is measured instead of
+    checkpoints, on the ``x_test``/``y_test`` of the ``.npz`` file ``dataset`` (required then);
+    its rows are named after the file or the ``module:callable``.
     """
     from ..attacks import accuracy_vs_epsilon, warn_if_transfer_beats_whitebox
     from ..attacks.factory import MIN_NORM_ATTACKS, build_attack
     from ..training.optim import seed_everything
-    from .checkpoints import check_models, load_checkpoints, load_test_split
+    from .checkpoints import check_models
 
     seeds = list(dict.fromkeys(seeds))
-    # the source is named with the models (parent/stem where stems repeat, e.g. ce/best vs margin/best)
-    loaded, all_metas = load_checkpoints([*checkpoints, *([source] if source else [])], device)
-    names = list(loaded)[: len(checkpoints)]
-    models = {name: loaded[name] for name in names}
-    source_name = list(loaded)[-1] if source is not None else None
-    source_model = loaded[source_name] if source_name is not None else None
-    x, y, bounds, dataset, root = load_test_split(all_metas, command="attack", data_root=data_root, n=n, device=device,
-                                                  dataset=dataset)
+    models, source_name, source_model, x, y, bounds, dataset, root = _load_models(
+        checkpoints, source=source, model_source=model_source, dataset=dataset, data_root=data_root, n=n,
+        device=device)
+    names = list(models)
     logger.info("dataset %s: %d test inputs, bounds %s", dataset, len(y), bounds)
     check_models({**models, **({source_name: source_model} if source_model is not None else {})},
                  x[:batch_size], y[:batch_size])
@@ -136,7 +143,8 @@ def attack_checkpoints(
 
     config = {
         "command": "attack",
-        "checkpoints": dict(zip(names, [str(p) for p in checkpoints])),
+        "checkpoints": dict(zip(names, [str(p) for p in checkpoints])) if model_source is None else {},
+        "model_source": model_source.record() if model_source is not None else None,
         "source": source,
         "dataset": dataset,
         "data_root": root,
@@ -160,3 +168,41 @@ def attack_checkpoints(
         "torch_version": torch.__version__,
     }
     return AttackRun(rows=rows, config=config, dataset=dataset, n=len(y))
+
+
+def _load_models(
+    checkpoints: Sequence[str],
+    *,
+    source: str | None,
+    model_source: ModelSource | None,
+    dataset: str | None,
+    data_root: str | None,
+    n: int | None,
+    device: str,
+) -> tuple[dict[str, Any], str | None, Any, torch.Tensor, torch.Tensor, tuple[float, float], str, str | None]:
+    """``(models, source name, source model, x, y, bounds, dataset, data root)`` of checkpoints or of one external model."""
+    from .checkpoints import load_checkpoints, load_test_split
+    from .external import load_external
+
+    if model_source is not None:
+        if checkpoints or source is not None:
+            given = ", ".join([*map(str, checkpoints), *([f"--source {source}"] if source is not None else [])])
+            raise ValueError(
+                "The 'checkpoints' and 'source' parameters of attack_checkpoints must be empty with a model_source "
+                f"(--model-file/--model measures that one model on --data). Got {given} instead."
+            )
+        external = load_external(model_source, dataset, n=n, device=device)
+        return external.models, None, None, external.x, external.y, external.bounds, external.dataset, None
+    if not checkpoints:
+        raise ValueError(
+            "The 'checkpoints' parameter of attack_checkpoints must name at least one checkpoint, or give a model "
+            "with --model-file FILE or --model MODULE:CALLABLE (and --data FILE.npz). Got none instead."
+        )
+    # the source is named with the models (parent/stem where stems repeat, e.g. ce/best vs margin/best)
+    loaded, all_metas = load_checkpoints([*checkpoints, *([source] if source else [])], device)
+    models = {name: loaded[name] for name in list(loaded)[: len(checkpoints)]}
+    source_name = list(loaded)[-1] if source is not None else None
+    source_model = loaded[source_name] if source_name is not None else None
+    x, y, bounds, dataset, root = load_test_split(all_metas, command="attack", data_root=data_root, n=n, device=device,
+                                                  dataset=dataset)
+    return models, source_name, source_model, x, y, bounds, dataset, root
