@@ -81,7 +81,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--noise-std", type=nonneg_float, nargs="+", metavar="S", help="Gaussian noise standard deviations")
     g.add_argument("--snr", type=_snr, nargs="+", metavar="DB", help="Gaussian noise SNRs in dB, 20 log10(||x|| / ||delta||)")
     g.add_argument("--adv-eps", type=positive_float, help="largest FGSM epsilon of adversarial training")
-    g.add_argument("--attack-n", type=positive_int, help="attack only the first N test inputs (default all)")
+    g.add_argument("--attack-n", type=positive_int, help="attack only the first N test inputs (default: the protocol's, "
+                   "mnist-5k 300, else all)")
+    g.add_argument("--autoattack", choices=("standard", "fast", "rand", "none"),
+                   help="AutoAttack version run beside IFGSM in the adversarial study and compare-methods (default: the "
+                   "protocol's, fast)")
+    g.add_argument("--autoattack-eps", type=positive_float, metavar="EPS",
+                   help="l_inf radius of the AutoAttack rows in the adversarial study (default: the protocol's, 0.1; "
+                   "compare-methods uses --eps-linf)")
     g = p.add_argument_group("compare-methods settings (default: the dataset's, see deepmargin.experiments.compare)")
     g.add_argument("--compare-noise", type=unit_float, help="label noise of the noisy runs (default 0.4)")
     g.add_argument("--eps-l2", type=positive_float, help="l_2 budget of the error-at-eps column (digits 0.5)")
@@ -114,7 +121,8 @@ def options_from_args(args: argparse.Namespace):
         studies=studies, dataset=args.dataset, data_root=args.data_root, losses=tup(args.losses), seeds=tuple(args.seeds),
         grid=str(args.grid), epochs=args.epochs, noise_levels=tup(args.noise), fractions=tup(args.fractions),
         eps=tup(args.eps), noise_std=tup(args.noise_std), snr_db=tup(args.snr), adv_eps=args.adv_eps, model=args.model,
-        model_kwargs=args.model_kwargs, attack_n=args.attack_n, device=args.device,
+        model_kwargs=args.model_kwargs, attack_n=args.attack_n, autoattack=args.autoattack,
+        autoattack_eps=args.autoattack_eps, device=args.device,
         preset_files=tuple(str(f) for f in args.preset_file), compare_noise=args.compare_noise, eps_l2=args.eps_l2,
         eps_linf=args.eps_linf, fpr=args.fpr,
     )

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..attacks.autoattack import VERSIONS as _AUTOATTACK_VERSIONS
 from ..training import TrainConfig
 from .compare import COMPARE, COMPARE_METHODS, compare_defaults, compare_grid
 from .presets import ADVERSARIAL_LOSSES, BASELINE_PRESET, PAPER_LOSSES, PRESETS, Preset, load_preset_file, preset_family
@@ -71,8 +72,11 @@ DEFAULT_LOSSES: dict[str, tuple[str, ...]] = {
 #: Columns of ``rows.csv`` (``rows.jsonl`` has the same keys).
 ROW_COLUMNS: tuple[str, ...] = (
     "study", "dataset", "loss", "label_noise", "train_fraction", "attack", "eps", "box", "seed", "test_acc",
-    "val_acc", "test_acc_last", "n_test", "n_train", "source", "hp", "run", "metric", "value", "collapsed",
+    "val_acc", "test_acc_last", "n_test", "n_train", "source", "hp", "run", "metric", "value", "collapsed", "flags",
 )
+
+#: The values of ``StudyOptions.autoattack`` (``--autoattack``): an AutoAttack version, or ``"none"``.
+AUTOATTACK_CHOICES: tuple[str, ...] = (*_AUTOATTACK_VERSIONS, "none")
 
 #: The kinds of cell, besides training, each study measures with.
 _STUDY_CELL_KINDS: dict[str, tuple[str, ...]] = {"adversarial": ("eval",), COMPARE: ("compare", "cost")}
@@ -97,7 +101,9 @@ class StudyOptions:
         eps: l_inf radii of FGSM / IFGSM; noise_std, snr_db: Gaussian-noise levels.
         adv_eps: the largest FGSM epsilon of adversarial training.
         model, model_kwargs: architecture of every model (default: the protocol's).
-        attack_n: attack only the first ``attack_n`` test inputs (default: all).
+        attack_n: attack only the first ``attack_n`` test inputs (default: the protocol's, else all).
+        autoattack: the AutoAttack version run beside IFGSM (``"standard"``, ``"fast"``, ``"rand"``,
+            ``"none"``); autoattack_eps: its l_inf radius (default: the protocol's).
         device: torch device of every cell.
         preset_files: JSON files of user presets (TrainConfig fields), usable in ``losses``.
         compare_noise, eps_l2, eps_linf, fpr: ``compare-methods`` settings (label noise of the noisy
@@ -121,6 +127,8 @@ class StudyOptions:
     model: str | None = None
     model_kwargs: Mapping[str, Any] | None = None
     attack_n: int | None = None
+    autoattack: str | None = None
+    autoattack_eps: float | None = None
     device: str = "cpu"
     preset_files: tuple[str, ...] = ()
     compare_noise: float | None = None
@@ -135,10 +143,14 @@ class StudyOptions:
         for name, ok, expected in (("compare_noise", lambda v: 0 < v < 1, "a float in (0, 1)"),
                                    ("eps_l2", lambda v: 0 < v < math.inf, "a finite float > 0"),
                                    ("eps_linf", lambda v: 0 < v < math.inf, "a finite float > 0"),
-                                   ("fpr", lambda v: 0 < v < 1, "a float in (0, 1)")):
+                                   ("fpr", lambda v: 0 < v < 1, "a float in (0, 1)"),
+                                   ("autoattack_eps", lambda v: 0 < v < math.inf, "a finite float > 0")):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and ok(value)):
                 raise ValueError(f"The '{name}' parameter of {owner} must be {expected} or None. Got {value!r} instead.")
+        if self.autoattack is not None and self.autoattack not in AUTOATTACK_CHOICES:
+            raise ValueError(f"The 'autoattack' parameter of {owner} must be one of {list(AUTOATTACK_CHOICES)} or None. "
+                             f"Got {self.autoattack!r} instead.")
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
             raise ValueError(f"The 'seeds' parameter of {owner} must be a non-empty list of ints >= 0. Got {self.seeds!r} instead.")
         if len(set(self.seeds)) != len(self.seeds):
@@ -281,7 +293,8 @@ def _load_presets(files: Sequence[str]) -> dict[str, Preset]:
 def _protocol(options: StudyOptions, input_shape: Sequence[int]) -> Protocol:
     protocol = protocol_for(options.dataset, input_shape=input_shape)
     changes: dict[str, Any] = {}
-    for name in ("epochs", "noise_levels", "fractions", "eps", "noise_std", "snr_db", "adv_eps", "model"):
+    for name in ("epochs", "noise_levels", "fractions", "eps", "noise_std", "snr_db", "adv_eps", "model", "attack_n",
+                 "autoattack", "autoattack_eps"):
         value = getattr(options, name)
         if value is not None:
             changes[name] = tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else value
@@ -332,10 +345,25 @@ def _train_config(
     if spec.config_fields and "gamma" in spec.option_names and "gamma" not in fields and "gamma" not in hp:
         # a grid without gamma: the protocol's base value for the loss's norm
         config["gamma"] = float(protocol.gamma_base[_norm_key(config.get("norm", 2))])
+    _apply_overrides(config, protocol.train_overrides.get(family, {}))
     scale = min(1.0 / fraction, protocol.max_epoch_scale) if fraction < 1 else 1.0
     config["epochs"] = max(1, int(round(protocol.epochs * scale)))
     config.update(label_noise=float(noise), train_fraction=float(fraction), seed=int(seed))
     return TrainConfig.from_dict(config).to_dict()
+
+
+def _apply_overrides(config: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Add the protocol's ``train_overrides`` of the preset's family to ``config`` where its preset
+    accepts them (a preset that sets a field itself keeps its value; e.g. the denominator cache is
+    left out of adversarially trained presets, which cannot use it)."""
+    if not overrides:
+        return
+    trial = {**config, **{k: v for k, v in overrides.items() if k not in config}}
+    try:
+        TrainConfig.from_dict({**trial, "epochs": 1, "label_noise": 0.0, "train_fraction": 1.0, "seed": 0})
+    except ValueError:
+        return
+    config.update(trial)
 
 
 def _cost(config: Mapping[str, Any]) -> float:
@@ -397,7 +425,7 @@ def build_plan(options: StudyOptions, *, saved: Mapping[str, Any] | None = None)
         }
     num_classes = int(data_info["num_classes"])
     if saved is not None and "protocol" in saved:  # the protocol the study ran with, not today's defaults
-        protocol = Protocol(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["protocol"].items()})
+        protocol = Protocol.from_dict(saved["protocol"])
     else:
         protocol = _protocol(options, data_info["input_shape"])
     grid = resolve_grid(saved["grid"] if saved is not None else options.grid, protocol)
@@ -462,8 +490,8 @@ def build_plan(options: StudyOptions, *, saved: Mapping[str, Any] | None = None)
                 own = candidates[("adversarial", name, 0.0, 1.0, int(seed))]
                 spec = {
                     "loss": name, "seed": int(seed), "eps": list(protocol.eps), "noise_std": list(protocol.noise_std),
-                    "snr_db": list(protocol.snr_db), "attack_n": options.attack_n, "device": options.device,
-                    "candidates": own, "source": _SOURCE, "source_candidates": source_ids, "data_root": options.data_root,
+                    "snr_db": list(protocol.snr_db), "attack_n": protocol.attack_n, "device": options.device,
+                    "autoattack": protocol.autoattack, "autoattack_eps": float(protocol.autoattack_eps), "candidates": own, "source": _SOURCE, "source_candidates": source_ids, "data_root": options.data_root,
                 }
                 cell_id = f"eval/{name}/seed{seed}"
                 cost = 0.2 * sum(cells[c].cost for c in own) / max(len(own), 1)
@@ -483,8 +511,8 @@ def _add_compare_cells(cells: dict[str, Cell], candidates: Mapping[tuple, list[s
         source_ids = candidates[(COMPARE, _SOURCE, 0.0, 1.0, int(seed))]
         for name in losses:
             own = candidates[(COMPARE, name, 0.0, 1.0, int(seed))]
-            spec = {"loss": name, "seed": int(seed), **settings, "attack_n": options.attack_n, "device": options.device,
-                    "candidates": own, "source": _SOURCE, "source_candidates": source_ids, "data_root": options.data_root}
+            spec = {"loss": name, "seed": int(seed), **settings, "attack_n": protocol.attack_n, "device": options.device,
+                    "autoattack": protocol.autoattack, "candidates": own, "source": _SOURCE, "source_candidates": source_ids, "data_root": options.data_root}
             cost = 0.3 * sum(cells[c].cost for c in own) / max(len(own), 1)
             cell_id = f"compare/{name}/seed{seed}"
             cells[cell_id] = Cell(cell_id, "compare", (0.0, 1.0, int(seed)), spec, tuple(dict.fromkeys(own + source_ids)), cost)

@@ -170,7 +170,7 @@ def check_resolved(out: Path, plan: Plan) -> None:
         if key == "presets" and isinstance(old, dict):  # what trains, not the descriptions
             common = set(old) & set(new)
             old, new = {k: old[k].get("fields") for k in common}, {k: new[k].get("fields") for k in common}
-        elif key == "data" and isinstance(old, dict):
+        elif key in ("data", "protocol") and isinstance(old, dict):  # fields a newer version added take their defaults
             common = set(old) & set(new)
             old, new = {k: old[k] for k in common}, {k: new[k] for k in common}
         # order matters for the grid (it names the cells and breaks ties): compare the JSON text
