@@ -202,6 +202,13 @@ def test_parse_shard_and_the_slurm_variables():
 # -- running -------------------------------------------------------------------------------------
 
 
+def _group(rows, keys):
+    out = {}
+    for r in rows:
+        out.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return out
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The tiny study, run once without interruption or shards."""
@@ -222,7 +229,16 @@ def test_a_study_writes_rows_plots_and_a_report(reference):
     assert len(noisy) == 2 * 2 * 2  # losses x noise levels x seeds
     adv = [r for r in rows if r["study"] == "adversarial"]
     assert {(r["attack"], r["box"]) for r in adv} == {("fgsm", "white"), ("fgsm", "black"), ("ifgsm", "white"),
-                                                     ("ifgsm", "black"), ("noise-std", "none"), ("noise-snr", "none")}
+                                                     ("ifgsm", "black"), ("noise-std", "none"), ("noise-snr", "none"),
+                                                     ("autoattack:apgd-ce", "white"), ("autoattack:apgd-t", "white"),
+                                                     ("autoattack:square", "white"), ("autoattack", "white")}
+    for (loss, seed), group in _group(adv, ("loss", "seed")).items():  # the worst case: never above IFGSM or any stage
+        worst = [r for r in group if r["attack"] == "autoattack"]
+        assert len(worst) == 1 and worst[0]["eps"] == 0.1 and worst[0]["n_test"] == 150
+        stages = [r["test_acc"] for r in group if r["attack"].startswith("autoattack:")]
+        assert stages == sorted(stages, reverse=True) and worst[0]["test_acc"] == stages[-1]
+        ifgsm = [r for r in group if r["attack"] == "ifgsm" and r["box"] == "white" and r["eps"] == 0.1]
+        assert worst[0]["test_acc"] <= ifgsm[0]["test_acc"] + 0.02  # a stronger attack (IFGSM can win a few inputs)
     clean = {(r["loss"], r["seed"]): r["test_acc"] for r in noisy if r["label_noise"] == 0.0}
     for r in adv:  # the clean accuracy of the attacked models is the noisy-labels study's noise-0 accuracy
         if r["eps"] == 0.0 and r["attack"] in ("fgsm", "ifgsm", "noise-std"):

@@ -8,6 +8,9 @@ seed is then measured (an evaluation cell, :func:`evaluate_compare`):
 - ``deepfool`` / ``rho_adv``: Matyasko & Chau's average robustness, mean ||r||_2 / ||x||_2;
 - ``fmn-l2`` / ``fmn-linf``: ``median_distance`` and ``error_at_eps`` under FMN (Finlay & Oberman);
 - ``ifgsm`` / ``accuracy``: white-box and black-box (transferred from the ``ce`` model of the seed);
+- ``autoattack`` / ``accuracy``: the worst case per input over AutoAttack's ensemble at the same
+  l_inf radius (the protocol's version, ``"fast"`` by default; :mod:`.worst_case`), with its
+  reliability ``flags``; the winners and verdicts under attack use it;
 - ``fgsm`` / ``accuracy``, box ``black``: FGSM transferred from ``ce`` (Kesidis et al.'s Table I);
 - ``purity-tsuzuku`` / ``purity-kesidis``: ``median_radius``, the median certified class-pure l_2
   radius (Tsuzuku's Prop. 4.1 with the l_2 Lipschitz upper bound; Kesidis' Thm. 2.1 with the
@@ -100,6 +103,7 @@ def evaluate_compare(model, source, bundle, spec: Mapping[str, Any], base: Mappi
     from ..attacks.factory import build_attack
     from ..metrics import distance_summary, lipschitz_upper_bound, purity_radius, rho_adv
     from .detection import run_detection
+    from .worst_case import run_autoattack
 
     device = torch.device(spec["device"])
     x, y = bundle.test.x, bundle.test.y
@@ -133,6 +137,11 @@ def evaluate_compare(model, source, bundle, spec: Mapping[str, Any], base: Mappi
     ifgsm = build_attack("ifgsm", norm="linf", eps=eps_linf, bounds=attack_bounds, steps=None if finite else 10)
     add("ifgsm", "accuracy", accuracy(model, ifgsm(model, x, y)), eps=eps_linf)
     add("ifgsm", "accuracy", accuracy(model, ifgsm(source, x, y)), eps=eps_linf, box="black", source_name="ce")
+    found = run_autoattack(model, x, y, version=spec.get("autoattack"), eps=eps_linf, bounds=bounds, seed=int(base["seed"]),
+                           label=str(base.get("loss")))
+    if found is not None:  # the worst case per input over AutoAttack's ensemble, beside IFGSM
+        add("autoattack", "accuracy", found[0].robust_accuracy, eps=eps_linf)
+        rows[-1]["flags"] = found[1]
     # margin p-values flagging FGSM transferred from ce, crafted on every test sample at once, as their Table I
     detection = run_detection(
         model, bundle, attacks={"fgsm": build_attack("fgsm", norm="linf", eps=eps_linf, bounds=attack_bounds)},

@@ -1,9 +1,11 @@
 """The adversarial study's evaluation cell (kind ``eval``): the chosen model of one preset and seed under
-FGSM and IFGSM, white-box and black-box (crafted on the baseline's chosen model of the seed), and
-under Gaussian noise (standard deviations and SNRs).
+FGSM and IFGSM, white-box and black-box (crafted on the baseline's chosen model of the seed), under
+AutoAttack (the worst case per input over its ensemble, white-box, at one l_inf radius), and under
+Gaussian noise (standard deviations and SNRs).
 
 Its configuration (:func:`~deepmargin.experiments.studies.build_plan`): ``loss`` (the preset),
 ``seed``, ``eps``, ``noise_std``, ``snr_db``, ``attack_n`` (the first N test inputs; None: all),
+``autoattack`` (a version, or ``"none"``; absent in studies of older versions) and ``autoattack_eps``,
 ``device``, ``candidates`` / ``source`` / ``source_candidates`` and ``data_root``.
 """
 
@@ -74,6 +76,7 @@ def adversarial_rows(root: Path, cell: Cell, dataset_label: str) -> list[dict[st
         add(accuracy_vs_epsilon({name: model}, attack, x, y, eps), attack_name, "white", None)
         add(accuracy_vs_epsilon({name: model}, attack, x, y, eps, source=source, source_name=spec["source"]),
             attack_name, "black", spec["source"])
+    rows += autoattack_rows(model, x, y, spec, bounds, base, ifgsm=IFGSM(eps=1.0, bounds=bounds, steps=steps))
     clip_bounds = bounds if finite else (-math.inf, math.inf)
     if spec["noise_std"]:
         noise = GaussianNoise(std=1.0, bounds=clip_bounds, clip=finite)
@@ -81,6 +84,34 @@ def adversarial_rows(root: Path, cell: Cell, dataset_label: str) -> list[dict[st
     if spec["snr_db"]:
         noise = GaussianNoise(snr=20.0, bounds=clip_bounds, clip=finite)
         add(accuracy_vs_epsilon({name: model}, noise, x, y, [float(s) for s in spec["snr_db"]], seed=seed), "noise-snr", "none", None)
+    return rows
+
+
+def autoattack_rows(model: Any, x: Any, y: Any, spec: Mapping[str, Any], bounds: Sequence[float],
+                    base: Mapping[str, Any], *, ifgsm: Any = None) -> list[dict[str, Any]]:
+    """The AutoAttack rows of one model (``spec["autoattack"]`` version at ``spec["autoattack_eps"]``,
+    l_inf, white-box): the worst case (``attack="autoattack"``) and the accuracy after each attack of
+    the ensemble in order (``"autoattack:<name>"``), with the reliability flags that fired
+    (``flags``, ``;``-separated). Adds the IFGSM row at that radius when ``ifgsm`` is given and the
+    IFGSM sweep did not reach it. None without ``autoattack`` (or ``"none"``)."""
+    from ..worst_case import run_autoattack
+
+    eps = float(spec.get("autoattack_eps") or 0.0)
+    found = run_autoattack(model, x, y, version=spec.get("autoattack"), eps=eps, bounds=bounds, seed=int(spec["seed"]),
+                           label=str(base.get("loss")))
+    if found is None:
+        return []
+    result, flags = found
+    common = {**base, "eps": eps, "box": "white", "n_test": int(len(y)), "source": None, "flags": flags}
+    rows = [{**common, "attack": f"autoattack:{name}", "test_acc": acc} for name, acc in result.accuracy_after.items()]
+    rows.append({**common, "attack": "autoattack", "test_acc": result.robust_accuracy})
+    swept = [float(e) for e in spec.get("eps", [])]
+    if ifgsm is not None and not any(math.isclose(e, eps) for e in swept):
+        from ...attacks import accuracy_vs_epsilon
+
+        name = str(base.get("loss"))
+        (r,) = accuracy_vs_epsilon({name: model}, ifgsm, x, y, [eps])
+        rows.append({**common, "attack": "ifgsm", "test_acc": r["accuracy"], "flags": ""})
     return rows
 
 
