@@ -182,6 +182,9 @@ def _headline_columns(rows: Sequence[Mapping[str, Any]], settings: Mapping[str, 
     for box in ("white", "black"):
         cols += [_metric_column(f"IFGSM {box}{_at(e)} (%)", "ifgsm", "accuracy", kind="pct", box=box, eps=e)
                  for e in _eps_or_default(rows, "ifgsm", "accuracy", linf, box)]
+    if _has_worst_case(rows):
+        cols += [_metric_column(f"AutoAttack{_at(e)} (%)", "autoattack", "accuracy", kind="pct", box="white", eps=e)
+                 for e in _eps_or_default(rows, "autoattack", "accuracy", linf, "white")]
     cols.append(_metric_column("certified radius Tsuzuku (median)", "purity-tsuzuku", "median_radius"))
     cols.append(_metric_column("certified radius Kesidis (median)", "purity-kesidis", "median_radius"))
     cols += [_metric_column(f"detection AUC{_at(e)}", "detect", "auc", eps=e)
@@ -189,6 +192,10 @@ def _headline_columns(rows: Sequence[Mapping[str, Any]], settings: Mapping[str, 
     cols.append(_metric_column("step cost x CE", "cost", "step_time_ratio", higher=False))
     cols.append(_metric_column("memory x CE", "cost", "peak_memory_ratio", higher=False))
     return cols
+
+
+def _has_worst_case(rows: Sequence[Mapping[str, Any]]) -> bool:
+    return any(r.get("attack") == "autoattack" and r.get("metric") == "accuracy" for r in rows)
 
 
 def _other_columns(rows: Sequence[Mapping[str, Any]], settings: Mapping[str, Any]) -> list[_Column]:
@@ -555,8 +562,18 @@ def compare_section(
 
     doc.heading("Which method wins each column", 3)
     cols = _headline_columns(rows, settings)
+    worst_case = _has_worst_case(rows)
+    if worst_case:  # robustness is decided by the worst case: IFGSM numbers are upper bounds masking can inflate
+        cols = [c for c in cols if not c.header.startswith("IFGSM")]
     winners = [_winner(c, {m: _stat(rows, c, m) for m in methods}) for c in cols]
     doc.bullets([w for w in winners if w] or ["No column has a value yet."])
+    if worst_case:
+        from .worst_case import worst_case_section
+
+        doc.para("Under attack the winner is named from the AutoAttack column (the worst case per input); the IFGSM "
+                 "columns stay in the table but name no winner, since a model that masks gradients can top them.")
+        doc.heading("IFGSM against the worst case (AutoAttack)", 3)
+        worst_case_section(doc, rows, methods)
 
     doc.heading("Further measurements", 3)
     doc.table(*compare_table(rows, losses=methods, settings=settings, other=True),

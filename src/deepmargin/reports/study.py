@@ -277,6 +277,7 @@ def study_tables(rows: Sequence[Mapping[str, Any]], study: str, losses: Sequence
     for attack, box, caption in (
         ("ifgsm", "white", "IFGSM white-box"), ("ifgsm", "black", "IFGSM black-box (crafted on ce)"),
         ("fgsm", "white", "FGSM white-box"), ("fgsm", "black", "FGSM black-box (crafted on ce)"),
+        ("autoattack", "white", "AutoAttack, the worst case per input (white-box)"),
         ("noise-std", "none", "Gaussian noise, standard deviation"), ("noise-snr", "none", "Gaussian noise, SNR in dB"),
     ):
         part = [r for r in sub if r["attack"] == attack and r["box"] == box]
@@ -405,8 +406,10 @@ def _paper_section(doc: _Doc, dataset: str, rows: Sequence[Mapping[str, Any]]) -
     for study, loss, setting, what, value, where in numbers:
         ours = _ours(rows, study, loss, setting, what)
         table.append({"study": study, "model": loss, "setting": setting, "quantity": what,
-                      "paper": f"{value:g}" if isinstance(value, float) else str(value), "ours": ours, "where": where})
-    doc.table(["study", "model", "setting", "quantity", "paper", "ours", "where"], table,
+                      "paper": f"{value:g}" if isinstance(value, float) else str(value), "ours": ours,
+                      "direction holds": _direction(rows, (study, loss, setting, what, value, where), numbers),
+                      "where": where})
+    doc.table(["study", "model", "setting", "quantity", "paper", "ours", "direction holds", "where"], table,
               "accuracy in %, differences in points; ours: mean ± std over seeds ('best margin': the margin model with the highest mean)")
 
 
@@ -423,6 +426,54 @@ def _setting_key(r: Mapping[str, Any]) -> tuple:
 
 def _ours(rows: Sequence[Mapping[str, Any]], study: str, loss: str, setting: str, what: str) -> str:
     """Our value for one of :data:`PAPER_NUMBERS`: mean ± std over seeds (differences paired by setting and seed)."""
+    best = _ours_stats(rows, study, loss, setting, what)
+    if best is None:
+        return "not run"
+    m, s, n, name = best
+    text = f"{100 * m:+.1f} ± {100 * s:.1f}" if what == "minus ce" else f"{100 * m:.1f} ± {100 * s:.1f}"
+    if n == 1:
+        text = text.split(" ±")[0]
+    return text + (f" ({name})" if loss == "best margin" else "")
+
+
+def _direction(rows: Sequence[Mapping[str, Any]], entry: tuple, numbers: Sequence[tuple]) -> str:
+    """Whether our numbers go the paper's way for one of its claims: a model against cross-entropy in
+    the same setting (a ``minus ce`` value, or an accuracy beside the paper's ce accuracy there).
+    ``'yes'`` / ``'no'``, with ``(within the seed spread)`` when the paired difference's mean is
+    within its standard deviation or fewer than 3 seeds ran; ``'–'`` where the paper states no comparison."""
+    study, loss, setting, what, value, _where = entry
+    if loss == BASELINE_PRESET:
+        return "–"
+    if what == "minus ce":
+        if not isinstance(value, (int, float)):
+            text = str(value).split()[0]
+            try:
+                value = float(text)
+            except ValueError:
+                return "–"
+        paper = float(value)
+    else:
+        ce = [v for (st, lo, se, wh, v, _w) in numbers if (st, lo, se, wh) == (study, BASELINE_PRESET, setting, what)]
+        if not ce or not isinstance(value, (int, float)) or not isinstance(ce[0], (int, float)):
+            return "–"
+        paper = float(value) - float(ce[0])
+    ours = _ours_stats(rows, study, loss, setting, "minus ce")
+    if ours is None:
+        return "not run"
+    m, sd, n, _name = ours
+    within = abs(m) <= sd
+    if paper == 0:
+        verdict = "yes (no difference, as the paper)" if within else f"no ({'higher' if m > 0 else 'lower'} than ce)"
+    else:
+        verdict = ("yes" if (m > 0) == (paper > 0) else "no") + (" (within the seed spread)" if within else "")
+    if n < MIN_SEEDS_FOR_EVIDENCE:
+        verdict += f"; {n} seed{'s' if n != 1 else ''}: not evidence"
+    return verdict
+
+
+def _ours_stats(rows: Sequence[Mapping[str, Any]], study: str, loss: str, setting: str,
+                what: str) -> tuple[float, float, int, str] | None:
+    """``(mean, std, seeds, model)`` behind :func:`_ours` (the best margin model for ``'best margin'``)."""
     sub = [r for r in rows if r["study"] == study]
     if setting == "label_noise>0":
         sub = [r for r in sub if r["label_noise"] > 0]
@@ -436,7 +487,7 @@ def _ours(rows: Sequence[Mapping[str, Any]], study: str, loss: str, setting: str
         attack, box = parts[0], (parts[1] if len(parts) > 1 else "none")
         sub = [r for r in sub if r["attack"] == attack and r["box"] == box and r["eps"] is not None and math.isclose(r["eps"], float(eps))]
     if not sub:
-        return "not run"
+        return None
     if loss == "best margin":
         names = sorted({r["loss"] for r in sub if r["loss"].startswith("margin") and not r["loss"].endswith("-adv")})
     else:
@@ -456,13 +507,7 @@ def _ours(rows: Sequence[Mapping[str, Any]], study: str, loss: str, setting: str
             m, s = _mean_std(vals)
             if best is None or m > best[0]:
                 best = (m, s, len(vals), name)
-    if best is None:
-        return "not run"
-    m, s, n, name = best
-    text = f"{100 * m:+.1f} ± {100 * s:.1f}" if what == "minus ce" else f"{100 * m:.1f} ± {100 * s:.1f}"
-    if n == 1:
-        text = text.split(" ±")[0]
-    return text + (f" ({name})" if loss == "best margin" else "")
+    return best
 
 
 def write_report(
@@ -541,6 +586,11 @@ def write_report(
                 if part:
                     doc.para(f"Did margin beat cross-entropy under {text}?")
                     doc.bullets(_verdict(part, "eps", losses, "eps"))
+            if any(r["attack"] == "autoattack" for r in sub):
+                from .worst_case import worst_case_section
+
+                doc.heading("IFGSM against the worst case (AutoAttack)", 3)
+                worst_case_section(doc, sub, losses, verdict=_verdict)
             clean = [r for r in sub if r["attack"] == "fgsm" and r["box"] == "white" and r["eps"] == 0]
             doc.table(*_chosen_table([{**r, "eps": 0.0} for r in clean], "eps", "eps", losses),
                       "hyperparameters chosen on validation accuracy (clean, full data; per seed)")
