@@ -5,6 +5,11 @@ Example::
     deepmargin robustness runs/ce/best.pt runs/margin/best.pt --norms l2 linf \\
         --eps-l2 0.5 1 2 --eps-linf 0.05 0.1 0.3 --attack fmn --n 1000 --out runs/robustness
     deepmargin robustness runs/ce/best.pt --norms linf --eps-linf 0.1 0.3 --suite standard
+    deepmargin robustness --model-file net.pt2 --data test.npz --input-shape 1 8 8 --suite standard
+
+Any classifier is measured the same way (``--model-file`` TorchScript or ``.pt2``, or ``--model
+MODULE:CALLABLE`` with ``--weights``; inputs from ``--data FILE.npz``; see ``deepmargin attack``),
+without the certified radii (the Lipschitz bound cannot walk a TorchScript or exported graph).
 
 For every checkpoint and norm, one minimum-norm attack run (FMN or DeepFool) gives each input's
 distance to the closest adversarial, and the linearised distance at the input layer is computed
@@ -48,6 +53,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from ..experiments.checkpoints import load_test_split
@@ -61,7 +67,15 @@ from ..experiments.robustness_eval import (
     measure,
 )
 from ..experiments.robustness_eval import min_norm_attack as build_attack
-from ._common import add_output_options, nonneg_float, norm_arg, positive_int, seed_int
+from ._common import (
+    add_model_source_options,
+    add_output_options,
+    model_source,
+    nonneg_float,
+    norm_arg,
+    positive_int,
+    seed_int,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +101,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "robustness",
         help=HELP,
         description=(
-            "Measure how far the test inputs of trained checkpoints are from the decision boundary: one "
-            "minimum-norm attack per checkpoint and norm gives every input's adversarial distance; writes a "
+            "Measure how far the test inputs of trained checkpoints, or of any classifier (--model-file, --model), "
+            "are from the decision boundary: one minimum-norm attack per model and norm gives every input's "
+            "adversarial distance; writes a "
             "summary (median distance, error at epsilon, rho_adv), the per-input margin report, a histogram "
             "and the resolved config; with --suite, also the robust accuracy under AutoAttack at every eps."
         ),
     )
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="model checkpoint(s) to measure")
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT",
+                   help="model checkpoint(s) to measure (none with --model-file or --model)")
     p.add_argument("--norms", nargs="+", type=norm_arg, default=["l2", "linf"], metavar="NORM",
                    help="norms: l2, linf (or 2, inf) (default: l2 linf)")
     p.add_argument("--eps-l2", nargs="+", type=nonneg_float, default=None, metavar="EPS",
@@ -118,6 +134,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--suite-seed", type=seed_int, default=0, metavar="SEED",
                    help="seed of the AutoAttack ensemble (default: 0)")
     add_output_options(p, out="runs/robustness", plot="margin_histogram.png", progress="a progress bar")
+    add_model_source_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -138,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, n=args.n, batch_size=args.batch_size, certified=args.certify,
         lipschitz_iterations=args.lipschitz_iterations, dataset=args.dataset, data_root=args.data_root,
         device=args.device, progress=bool(args.progress or sys.stderr.isatty()), suite=args.suite,
-        suite_seed=args.suite_seed,
+        suite_seed=args.suite_seed, model_source=model_source(args),
     )
     written = write_robustness_run(result, args.out, plot=args.plot)
 

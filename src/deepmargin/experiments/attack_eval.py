@@ -12,7 +12,7 @@ measured the same way from a :class:`~deepmargin.experiments.external.ModelSourc
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +21,11 @@ import torch
 from .progress import StepProgress
 
 if TYPE_CHECKING:
-    from .external import ModelSource
+    from .external import ExternalModel, ModelSource
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AttackRun", "DEFAULT_EPS", "DEFAULT_SNR", "attack_checkpoints", "attack_jobs"]
+__all__ = ["AttackRun", "DEFAULT_EPS", "DEFAULT_SNR", "attack_checkpoints", "attack_jobs", "load_model_source"]
 
 #: Radii when none are given.
 DEFAULT_EPS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
@@ -170,6 +170,48 @@ def attack_checkpoints(
     return AttackRun(rows=rows, config=config, dataset=dataset, n=len(y))
 
 
+def load_model_source(
+    checkpoints: Sequence[str],
+    model_source: ModelSource | None,
+    data: str | None,
+    *,
+    n: int | None,
+    device: str,
+    owner: str,
+    also: Mapping[str, Any] | None = None,
+) -> ExternalModel | None:
+    """The external model of ``model_source`` and its test data, or ``None`` to measure ``checkpoints``.
+
+    The one place that chooses between deepmargin checkpoints and any classifier (``--model-file``
+    / ``--model``, :func:`~deepmargin.experiments.external.load_external` on the ``.npz`` file
+    ``data``), for :func:`attack_checkpoints` and
+    :func:`~deepmargin.experiments.robustness_eval.measure_checkpoints` (``owner``, named in the errors).
+
+    Raises:
+        ValueError: a ``model_source`` with checkpoints (or any of ``also``, other parameters that
+            name checkpoints, e.g. ``{"source": ...}``, set); neither a ``model_source`` nor a checkpoint.
+    """
+    from .external import load_external
+
+    also = dict(also or {})
+    if model_source is not None:
+        given = [*map(str, checkpoints), *(f"{key}={value}" for key, value in also.items() if value is not None)]
+        if given:
+            names = ["'checkpoints'", *(f"'{key}'" for key in also)]
+            what = f"{' and '.join(names)} parameter{'s' if len(names) > 1 else ''}"
+            raise ValueError(
+                f"The {what} of {owner} must be empty with a model_source (--model-file/--model measures that one "
+                f"model on --data). Got {', '.join(given)} instead."
+            )
+        return load_external(model_source, data, n=n, device=device)
+    if not checkpoints:
+        raise ValueError(
+            f"The 'checkpoints' parameter of {owner} must name at least one checkpoint, or give a model with "
+            "--model-file FILE or --model MODULE:CALLABLE (and --data FILE.npz). Got none instead."
+        )
+    return None
+
+
 def _load_models(
     checkpoints: Sequence[str],
     *,
@@ -182,22 +224,11 @@ def _load_models(
 ) -> tuple[dict[str, Any], str | None, Any, torch.Tensor, torch.Tensor, tuple[float, float], str, str | None]:
     """``(models, source name, source model, x, y, bounds, dataset, data root)`` of checkpoints or of one external model."""
     from .checkpoints import load_checkpoints, load_test_split
-    from .external import load_external
 
-    if model_source is not None:
-        if checkpoints or source is not None:
-            given = ", ".join([*map(str, checkpoints), *([f"--source {source}"] if source is not None else [])])
-            raise ValueError(
-                "The 'checkpoints' and 'source' parameters of attack_checkpoints must be empty with a model_source "
-                f"(--model-file/--model measures that one model on --data). Got {given} instead."
-            )
-        external = load_external(model_source, dataset, n=n, device=device)
+    external = load_model_source(checkpoints, model_source, dataset, n=n, device=device, owner="attack_checkpoints",
+                                 also={"source": source})
+    if external is not None:
         return external.models, None, None, external.x, external.y, external.bounds, external.dataset, None
-    if not checkpoints:
-        raise ValueError(
-            "The 'checkpoints' parameter of attack_checkpoints must name at least one checkpoint, or give a model "
-            "with --model-file FILE or --model MODULE:CALLABLE (and --data FILE.npz). Got none instead."
-        )
     # the source is named with the models (parent/stem where stems repeat, e.g. ce/best vs margin/best)
     loaded, all_metas = load_checkpoints([*checkpoints, *([source] if source else [])], device)
     models = {name: loaded[name] for name in list(loaded)[: len(checkpoints)]}

@@ -19,7 +19,7 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ from ..attacks.factory import MIN_NORM_ATTACKS
 from ..checks import check_int, param_error
 
 from .progress import StepProgress
+
+if TYPE_CHECKING:
+    from .external import ModelSource
 
 logger = logging.getLogger(__name__)
 
@@ -408,6 +411,7 @@ def measure_checkpoints(
     suite: str | None = None,
     suite_seed: int = 0,
     suite_batch_size: int | None = None,
+    model_source: ModelSource | None = None,
 ) -> RobustnessRun:
     """Distance to the boundary of every checkpoint's test inputs, per norm (``deepmargin robustness``).
 
@@ -421,8 +425,17 @@ def measure_checkpoints(
     (:func:`evaluate_suite`, seeded with ``suite_seed``, ``suite_batch_size`` inputs per call,
     default ``batch_size``) in :attr:`RobustnessRun.suite_rows` and
     :attr:`RobustnessRun.suite_summary`, and its settings in ``config['suite']``.
+
+    With ``model_source`` (any classifier: ``--model-file`` or ``--model``, see
+    :class:`~deepmargin.experiments.external.ModelSource`) that model is measured instead of
+    checkpoints (``checkpoints`` must be empty), on the ``x_test``/``y_test`` of the ``.npz`` file
+    ``dataset`` (required then); its rows are named after the file's stem or the ``module:callable``,
+    their ``checkpoint`` is the file or the ``module:callable``, and ``config['model_source']``
+    records the source. Certification is skipped for it (the Lipschitz bound walks the layers of
+    an ``nn.Module``, not a TorchScript or exported graph): the certified columns stay empty.
     """
     from ..metrics import rho_adv
+    from .attack_eval import load_model_source
     from .checkpoints import check_models, load_checkpoints, load_test_split
 
     owner = "measure_checkpoints"
@@ -433,10 +446,16 @@ def measure_checkpoints(
                                  "suite_batch_size", owner, low=1, type_exc=ValueError)
     norms = list(dict.fromkeys(norms))
     eps_by_norm = resolve_eps(norms, eps_l2, eps_linf)
-    models, metas = load_checkpoints(checkpoints, device)  # all read before any attack runs
-    names = list(models)
-    x, y, bounds, dataset, root = load_test_split(metas, command="robustness", data_root=data_root, n=n, device=device,
-                                                  dataset=dataset)
+    external = load_model_source(checkpoints, model_source, dataset, n=n, device=device, owner=owner)
+    if external is not None:
+        models, x, y, bounds, dataset = external
+        root = None
+        paths = {name: str(model_source.model_file or model_source.model) for name in models}
+    else:
+        models, metas = load_checkpoints(checkpoints, device)  # all read before any attack runs
+        x, y, bounds, dataset, root = load_test_split(metas, command="robustness", data_root=data_root, n=n,
+                                                      device=device, dataset=dataset)
+        paths = dict(zip(models, [str(p) for p in checkpoints]))
     if x.shape[0] == 0:
         raise ValueError(f"The test split of {dataset!r} is empty; nothing to measure.")
     logger.info("dataset %s: %d test inputs, bounds %s", dataset, len(y), bounds)
@@ -447,6 +466,10 @@ def measure_checkpoints(
     rho_attack = min_norm_attack("deepfool", "l2", steps=steps if attack == "deepfool" else None, bounds=bounds)
     chunks = math.ceil(len(y) / batch_size)
     certifying = certified and "l2" in norms
+    if certifying and external is not None:
+        logger.warning("%s: certification skipped (the Lipschitz bound cannot walk a TorchScript or exported graph); "
+                       "the certified columns stay empty", ", ".join(models))
+        certifying = False
     total = len(models) * (len(norms) * chunks + ("l2" in norms) + certifying)
     if suite is not None:
         total += len(models) * sum(len(eps_by_norm[norm]) for norm in norms) * math.ceil(len(y) / suite_batch_size)
@@ -476,7 +499,7 @@ def measure_checkpoints(
                 summary_rows.append({
                     "model": name, "norm": norm, "attack": attack, **summary, "rho_adv": rho,
                     **_certified_summary(constants if on_l2 else None, radii if on_l2 else None, report["correct"]),
-                    "dataset": dataset, "checkpoint": str(checkpoints[names.index(name)]),
+                    "dataset": dataset, "checkpoint": paths[name],
                     "steps": attacks[norm].steps,
                 })
                 columns = {**report, **radii} if on_l2 and radii is not None else report
@@ -488,12 +511,11 @@ def measure_checkpoints(
                     entry = evaluate_suite(model, x, y, norm=norm, eps=eps, version=suite, seed=suite_seed,
                                            bounds=bounds, batch_size=suite_batch_size,
                                            on_batch=lambda: bar.update(1), label=name)
-                    suite_summary.append({"model": name, **entry, "dataset": dataset,
-                                          "checkpoint": str(checkpoints[names.index(name)])})
+                    suite_summary.append({"model": name, **entry, "dataset": dataset, "checkpoint": paths[name]})
 
     config = {
         "command": "robustness",
-        "checkpoints": dict(zip(names, [str(p) for p in checkpoints])),
+        "checkpoints": paths if external is None else {},
         "dataset": dataset,
         "data_root": root,
         "n": len(y),
@@ -511,6 +533,8 @@ def measure_checkpoints(
         "device": str(device),
         "torch_version": torch.__version__,
     }
+    if model_source is not None:  # only then, as the suite: a run of checkpoints writes config.json as it was
+        config["model_source"] = model_source.record()
     if suite is not None:  # only then: without a suite, config.json stays as it was
         config["suite"] = {
             "version": suite, "seed": suite_seed, "batch_size": suite_batch_size, "eps": eps_by_norm,
