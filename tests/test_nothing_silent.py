@@ -124,6 +124,10 @@ def test_train_download_fetches_only_with_the_flag(tmp_path, monkeypatch, capsys
     calls.clear()
     assert main(["train", "--data", "mnist", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run")]) == 2
     assert calls == []  # nothing downloads without --download
+    # experiment --download fetches before the study starts (and nothing is written when it fails)
+    assert main(["experiment", "noisy-labels", "--data", "mnist", "--data-root", str(tmp_path / "data"), "--download",
+                 "--out", str(tmp_path / "study")]) == 2
+    assert calls == [("mnist", str(tmp_path / "data"))] and not (tmp_path / "study").exists()
 
 
 def test_help_and_a_mistyped_command_import_no_subcommand():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -173,3 +174,23 @@ def print_layer_table(model: nn.Module, input_shape: Sequence[int]) -> None:
         for r in rows
     ]
     print(format_table(table, ["name", "type", "output shape", "hidden"]))
+
+
+def download_option(group: Any) -> None:
+    """``--download``: fetch a downloadable dataset's files before the command runs."""
+    group.add_argument("--download", action="store_true",
+                       help="fetch the MNIST/Fashion-MNIST/CIFAR-10 files into --data-root (default: $DEEPMARGIN_DATA or "
+                       "~/.cache/deepmargin) from the known mirrors, each checked against its published checksum; nothing "
+                       "is downloaded without it")
+
+
+def fetch_dataset(dataset: str, data_root: str | None) -> None:
+    """``--download``: fetch ``dataset``'s files into ``data_root`` (verified, atomic); a warning for a
+    dataset that has nothing to download."""
+    from ..data.download import DOWNLOAD_SOURCES, download_dataset
+
+    if dataset in DOWNLOAD_SOURCES:
+        download_dataset(dataset, data_root)
+    else:
+        logging.getLogger("deepmargin").warning(
+            "--download: nothing to download for dataset %r (only %s are fetched)", dataset, ", ".join(DOWNLOAD_SOURCES))

@@ -48,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     from ..experiments.presets import PRESETS
     from ..experiments.protocol import GRIDS
     from ..experiments.studies import DEFAULT_LOSSES
-    from ._common import dataset_arg
+    from ._common import dataset_arg, download_option
 
     p = subparsers.add_parser(
         "experiment", help=HELP,
@@ -63,6 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--data", "--dataset", dest="dataset", type=dataset_arg, default="digits",
                    help="a built-in dataset or a .npz file with x_train, y_train, x_test, y_test (default digits)")
     g.add_argument("--data-root", help="folder with the MNIST/Fashion-MNIST/CIFAR-10 files")
+    download_option(g)
     g.add_argument("--losses", nargs="+", metavar="PRESET",
                    help=f"presets to train: {', '.join(PRESETS)} or a --preset-file's name (default: noisy-labels and "
                    f"limited-data {' '.join(DEFAULT_LOSSES['noisy-labels'])}; adversarial all of them)")
@@ -134,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
     from ..reports.study import write_report
 
     options = options_from_args(args)
+    if args.download:
+        from ._common import fetch_dataset
+
+        fetch_dataset(options.dataset, options.data_root)
     shard = parse_shard(args.shard)
     jobs = args.jobs
     if jobs == "auto":

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ._common import _number_type, dataset_arg, nonneg_float, positive_float, positive_int, print_layer_table, unit_float
+from ._common import _number_type, dataset_arg, download_option, fetch_dataset, nonneg_float, positive_float, positive_int, print_layer_table, unit_float
 
 _ratio_float = _number_type(float, lambda v: 0.0 < v <= 1.0, "a float in (0, 1]", "ratio_float", "a float in (0, 1]")
 _nonneg_int = _number_type(int, lambda v: v >= 0, "an int >= 0", "nonneg_int", "an int >= 0")
@@ -47,10 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help=f"dataset: one of {', '.join(DATASETS)}, or a .npz file with x_train, y_train, x_test, y_test "
                    "(optional x_val, y_val, bounds, classes) (default digits)")
     g.add_argument("--data-root", help="folder with the MNIST/Fashion-MNIST/CIFAR-10 files")
-    g.add_argument("--download", action="store_true",
-                   help="fetch the MNIST/Fashion-MNIST/CIFAR-10 files into --data-root (default: $DEEPMARGIN_DATA or "
-                   "~/.cache/deepmargin) from the known mirrors, each checked against its published checksum; nothing "
-                   "is downloaded without it")
+    download_option(g)
     g.add_argument("--val-size", type=unit_float, help="validation fraction of the training set")
     g.add_argument("--train-fraction", type=positive_float, help="fraction of the training set used, in (0, 1]")
     g.add_argument("--label-noise", type=unit_float, help="fraction of training labels flipped, in [0, 1)")
@@ -318,16 +315,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     _check_toy_options(config)
     if getattr(args, "download", False):
-        from ..data.download import DOWNLOAD_SOURCES, download_dataset
-
-        if config.dataset in DOWNLOAD_SOURCES:
-            download_dataset(config.dataset, config.data_root)
-        else:
-            import logging
-
-            logging.getLogger("deepmargin").warning(
-                "--download: nothing to download for dataset %r (only %s are fetched)", config.dataset,
-                ", ".join(DOWNLOAD_SOURCES))
+        fetch_dataset(config.dataset, config.data_root)
     if args.threads is not None:
         import torch
 
