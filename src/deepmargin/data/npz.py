@@ -40,6 +40,7 @@ from .errors import DatasetFileError
 from .types import Split
 
 __all__ = [
+    "read_npz_test_split",
     "NPZ_OPTIONAL_KEYS",
     "NPZ_REQUIRED_KEYS",
     "NpzDataset",
@@ -181,6 +182,37 @@ def read_npz_dataset(path: str | os.PathLike[str]) -> NpzDataset:
         bounds_from_file=arrays.bounds_from_file,
         classes=arrays.classes,
     )
+
+
+def read_npz_test_split(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float] | None]:
+    """``(x_test, y_test, bounds or None)`` of a ``.npz`` file that may hold only the test split.
+
+    A file with the training keys too is read and validated as a dataset (:func:`read_npz_dataset`;
+    its bounds only when the file states them); a file with only ``x_test`` and ``y_test`` (and
+    optionally ``bounds``) gets the same checks of those arrays.
+
+    Raises:
+        DatasetFileError: the file lacks ``x_test``/``y_test`` or holds malformed arrays.
+    """
+    absolute = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    raw = _read_arrays(absolute)
+    if all(key in raw for key in NPZ_REQUIRED_KEYS):
+        data = read_npz_dataset(absolute)
+        return data.test.x, data.test.y, (data.bounds if data.bounds_from_file else None)
+    missing = [key for key in ("x_test", "y_test") if key not in raw]
+    if missing:
+        raise DatasetFileError(
+            f"The .npz file '{absolute}' must hold the keys 'x_test' and 'y_test' (test inputs and labels; "
+            f"'x_train', 'y_train' and 'bounds' are optional). Got keys {sorted(raw)} instead."
+        )
+    x = torch.from_numpy(_check_inputs(str(absolute), "x_test", raw["x_test"]).copy())
+    y = torch.from_numpy(_check_labels(str(absolute), "y_test", raw["y_test"]).copy())
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise DatasetFileError(
+            f"The .npz file '{absolute}' must hold as many labels in 'y_test' as inputs in 'x_test', at least one. "
+            f"Got {x.shape[0]} inputs and {y.shape[0]} labels instead."
+        )
+    return x, y, (_check_bounds(str(absolute), raw["bounds"]) if "bounds" in raw else None)
 
 
 def _to_split(arrays: _Arrays, split: str) -> Split:

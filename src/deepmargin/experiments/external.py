@@ -179,33 +179,15 @@ def read_test_npz(path: str | os.PathLike[str], *, bounds: Sequence[float] | Non
         ValueError: (a :class:`~deepmargin.data.DatasetFileError`) the file is not a ``.npz``
             archive, lacks ``x_test``/``y_test``, holds malformed arrays, or inputs outside the bounds.
     """
-    from ..data import DatasetFileError, NpzFileNotFoundError, is_npz_path, read_npz_dataset
-    from ..data import npz as npz_format
+    from ..data import DatasetFileError, NpzFileNotFoundError, is_npz_path
+    from ..data.npz import read_npz_test_split
 
     if not is_npz_path(path):
         raise param_error("read_test_npz", "path", "a .npz file holding x_test and y_test (--data FILE.npz)", path)
     absolute = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
     if not absolute.is_file():
         raise NpzFileNotFoundError(f"The .npz test data file '{absolute}' does not exist (or is not a regular file).")
-    raw = npz_format._read_arrays(absolute)
-    if all(key in raw for key in npz_format.NPZ_REQUIRED_KEYS):
-        data = read_npz_dataset(absolute)
-        x, y, file_bounds = data.test.x, data.test.y, data.bounds if data.bounds_from_file else None
-    else:
-        missing = [key for key in ("x_test", "y_test") if key not in raw]
-        if missing:
-            raise DatasetFileError(
-                f"The .npz file '{absolute}' must hold the keys 'x_test' and 'y_test' (test inputs and labels; "
-                f"'x_train', 'y_train' and 'bounds' are optional). Got keys {sorted(raw)} instead."
-            )
-        x = torch.from_numpy(npz_format._check_inputs(str(absolute), "x_test", raw["x_test"]).copy())
-        y = torch.from_numpy(npz_format._check_labels(str(absolute), "y_test", raw["y_test"]).copy())
-        if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-            raise DatasetFileError(
-                f"The .npz file '{absolute}' must hold as many labels in 'y_test' as inputs in 'x_test', at least one. "
-                f"Got {x.shape[0]} inputs and {y.shape[0]} labels instead."
-            )
-        file_bounds = npz_format._check_bounds(str(absolute), raw["bounds"]) if "bounds" in raw else None
+    x, y, file_bounds = read_npz_test_split(absolute)
     if bounds is not None:
         chosen, origin = (float(bounds[0]), float(bounds[1])), "the bounds given (--bounds)"
     elif file_bounds is not None:
