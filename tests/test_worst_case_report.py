@@ -122,3 +122,15 @@ def test_run_autoattack_is_skipped_without_a_version_or_a_box():
     x, y = torch.rand(5, 4), torch.zeros(5, dtype=torch.long)
     assert run_autoattack(model, x, y, version="none", eps=0.1, bounds=(0, 1), seed=0) is None
     assert run_autoattack(model, x, y, version="fast", eps=0.1, bounds=(float("-inf"), float("inf")), seed=0) is None
+
+
+def test_run_autoattack_flags_a_model_whose_accuracy_never_falls_to_zero():
+    import torch
+
+    class Constant(torch.nn.Module):  # predicts class 0 whatever the input: no radius can break it
+        def forward(self, x):
+            return torch.tensor([[1.0, 0.0, 0.0]]).expand(len(x), 3) + 0 * x.flatten(1)[:, :3]
+
+    x, y = torch.rand(4, 1, 2, 2), torch.zeros(4, dtype=torch.long)
+    result, flags = run_autoattack(Constant().eval(), x, y, version="fast", eps=0.1, bounds=(0, 1), seed=0)
+    assert result.robust_accuracy == 1.0 and "large_eps" in flags.split(";")

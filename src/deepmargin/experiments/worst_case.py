@@ -41,7 +41,7 @@ def run_autoattack(
     attack = AutoAttack(norm="linf", eps=float(eps), version=str(version), bounds=tuple(bounds), seed=int(seed))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReliabilityWarning)
-        result = attack.evaluate(model, x, y)
+        result = attack.evaluate(model, x, y, large_eps=True)  # also: does the accuracy fall to 0 at a huge eps?
     for w in caught:
         if issubclass(w.category, ReliabilityWarning):
             logger.warning("%s AutoAttack at eps %g: %s", label, eps, w.message)
