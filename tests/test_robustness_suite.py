@@ -159,6 +159,17 @@ def test_without_suite_nothing_changes(suite_run, ckpts, tmp_path):
     assert with_suite == config
 
 
+def test_a_run_without_suite_removes_an_earlier_runs_autoattack_files(suite_run, ckpts, tmp_path):
+    import shutil
+
+    suite_out, _, _ = suite_run
+    out = tmp_path / "reused"
+    shutil.copytree(suite_out, out)
+    assert list(out.glob("autoattack*"))
+    code, _ = _run([*map(str, ckpts), *COMMON, "--out", str(out)])
+    assert code == 0 and not list(out.glob("autoattack*"))  # they described another run
+
+
 def test_chunks_combine_per_input(ckpts):
     """Two chunks of unequal size: each accuracy counts inputs over all of x (not a mean of chunk accuracies)."""
     model, _ = load_model(ckpts[0])

@@ -134,3 +134,15 @@ def test_run_autoattack_flags_a_model_whose_accuracy_never_falls_to_zero():
     x, y = torch.rand(4, 1, 2, 2), torch.zeros(4, dtype=torch.long)
     result, flags = run_autoattack(Constant().eval(), x, y, version="fast", eps=0.1, bounds=(0, 1), seed=0)
     assert result.robust_accuracy == 1.0 and "large_eps" in flags.split(";")
+
+
+def test_a_study_resumed_from_before_the_protocol_held_attack_n_keeps_the_options_value():
+    from deepmargin.experiments import build_plan
+
+    options = StudyOptions(studies=("adversarial",), dataset="digits", seeds=(0,), attack_n=50, losses=("ce",))
+    plan = build_plan(options)
+    saved = json.loads(json.dumps(plan.describe()))
+    for key in ("attack_n", "autoattack", "autoattack_eps", "train_overrides"):
+        saved["protocol"].pop(key)
+    again = build_plan(options, saved=saved)
+    assert {c.config["attack_n"] for c in again.cells.values() if c.kind == "eval"} == {50}

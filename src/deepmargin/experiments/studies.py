@@ -426,6 +426,8 @@ def build_plan(options: StudyOptions, *, saved: Mapping[str, Any] | None = None)
     num_classes = int(data_info["num_classes"])
     if saved is not None and "protocol" in saved:  # the protocol the study ran with, not today's defaults
         protocol = Protocol.from_dict(saved["protocol"])
+        if "attack_n" not in saved["protocol"]:  # written before the protocol held it: the options did
+            protocol = dataclasses.replace(protocol, attack_n=options.attack_n)
     else:
         protocol = _protocol(options, data_info["input_shape"])
     grid = resolve_grid(saved["grid"] if saved is not None else options.grid, protocol)

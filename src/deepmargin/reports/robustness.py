@@ -142,9 +142,15 @@ def write_robustness_run(run: Any, out_dir: str | os.PathLike[str], *, plot: boo
                 "results": [{key: e[key] for key in _SUITE_SUMMARY_KEYS} for e in run.suite_summary],
             }),
         ]
+    else:  # a run without --suite into a folder that held one: its AutoAttack files would describe another run
+        for name in _SUITE_FILES:
+            (out / name).unlink(missing_ok=True)
     written.append(write_json(out / "config.json", run.config))
     return written
 
+
+#: The files of ``--suite``, removed by a run without it into the same folder.
+_SUITE_FILES = ("autoattack.csv", "autoattack.jsonl", "autoattack_summary.json")
 
 #: Keys of each result in ``autoattack_summary.json``.
 _SUITE_SUMMARY_KEYS = ("model", "norm", "eps", "version", "seed", "n", "clean_accuracy", "attacks", "accuracy_after",
