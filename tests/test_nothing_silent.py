@@ -325,3 +325,14 @@ def test_a_radius_given_twice_is_measured_once(tmp_path):
     with open(out / "rows.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["eps"]) for r in rows] == [0.1]
+
+
+def test_a_study_option_no_chosen_study_reads_is_named():
+    """Issue 17 leftover: `experiment noisy-labels --fractions 0.5` ignored --fractions silently."""
+    from deepmargin.experiments.studies import StudyOptions, unused_options
+
+    assert unused_options(StudyOptions(studies=("noisy-labels", "limited-data"), fractions=(0.5,), noise_levels=(0.2,))) == []
+    texts = unused_options(StudyOptions(studies=("noisy-labels",), fractions=(0.5,), eps=(0.1,), fpr=0.1, attack_n=5))
+    assert [t.split()[0] for t in texts] == ["--fractions", "--eps", "--attack-n", "--fpr"]
+    assert "adversarial and compare-methods studies" in texts[2]
+    assert unused_options(StudyOptions(studies=("compare-methods",), attack_n=5, autoattack="none")) == []

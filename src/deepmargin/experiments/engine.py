@@ -43,7 +43,7 @@ from typing import Any
 from ..training.records import write_json, write_rows
 from .cells import CellError, CellJob, cell_kind, cell_result_path, read_results
 from .progress import Progress
-from .studies import ROW_COLUMNS, Cell, Plan, StudyOptions, build_plan, study_rows
+from .studies import ROW_COLUMNS, Cell, Plan, StudyOptions, build_plan, study_rows, unused_options
 from .studydir import CELL_LOCK, check_resolved, delete_study, load_plan, locked, options_from_dict, prepare_dir, versions
 
 __all__ = [
@@ -305,6 +305,8 @@ def run_study(
             f"shards' work. Got overwrite=True with shard {shard[0]}/{shard[1]} instead; delete the folder first."
         )
     writer = _report_writer(report)
+    for text in unused_options(options):
+        logger.warning(text)
     tic = time.perf_counter()
     _check_study_folder(out_dir)
     out = Path(out_dir)

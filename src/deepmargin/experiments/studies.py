@@ -47,6 +47,7 @@ __all__ = [
     "StudyOptions",
     "build_plan",
     "select_runs",
+    "unused_options",
     "study_rows",
 ]
 
@@ -288,6 +289,40 @@ def _load_presets(files: Sequence[str]) -> dict[str, Preset]:
             )
         presets[preset.name] = preset
     return presets
+
+
+#: The options that only some studies read: ``StudyOptions`` field -> (flag, the studies that use it).
+_STUDY_SPECIFIC: dict[str, tuple[str, tuple[str, ...]]] = {
+    "noise_levels": ("--noise", ("noisy-labels",)),
+    "fractions": ("--fractions", ("limited-data",)),
+    "eps": ("--eps", ("adversarial",)),
+    "noise_std": ("--noise-std", ("adversarial",)),
+    "snr_db": ("--snr", ("adversarial",)),
+    "autoattack_eps": ("--autoattack-eps", ("adversarial",)),
+    "adv_eps": ("--adv-eps", ("adversarial", COMPARE)),
+    "attack_n": ("--attack-n", ("adversarial", COMPARE)),
+    "autoattack": ("--autoattack", ("adversarial", COMPARE)),
+    "compare_noise": ("--compare-noise", (COMPARE,)),
+    "eps_l2": ("--eps-l2", (COMPARE,)),
+    "eps_linf": ("--eps-linf", (COMPARE,)),
+    "fpr": ("--fpr", (COMPARE,)),
+}
+
+
+def unused_options(options: StudyOptions) -> list[str]:
+    """One sentence per option given that none of ``options.studies`` reads (e.g. ``--fractions`` for a
+    noisy-labels study), for the caller to warn with: such an option changes nothing.
+
+    Example:
+        >>> unused_options(StudyOptions(studies=("noisy-labels",), fractions=(0.5,)))
+        ['--fractions is read only by the limited-data study; this run (noisy-labels) ignores it']
+    """
+    out = []
+    for name, (flag, users) in _STUDY_SPECIFIC.items():
+        if getattr(options, name) is not None and not set(users) & set(options.studies):
+            out.append(f"{flag} is read only by the {' and '.join(users)} stud{'ies' if len(users) > 1 else 'y'}; "
+                       f"this run ({', '.join(options.studies)}) ignores it")
+    return out
 
 
 def _protocol(options: StudyOptions, input_shape: Sequence[int]) -> Protocol:
