@@ -146,3 +146,12 @@ def test_a_study_resumed_from_before_the_protocol_held_attack_n_keeps_the_option
         saved["protocol"].pop(key)
     again = build_plan(options, saved=saved)
     assert {c.config["attack_n"] for c in again.cells.values() if c.kind == "eval"} == {50}
+
+
+def test_the_report_setup_says_where_denominators_were_cached_and_which_autoattack_ran():
+    from deepmargin.reports.study import _protocol_notes
+
+    notes = _protocol_notes(PROTOCOLS["mnist-5k"].to_dict())
+    assert notes[0].startswith("training overrides for the `margin` presets: denominator_refresh=5 (")
+    assert notes[1].startswith("AutoAttack `fast` (l_inf, eps 0.1) beside IFGSM on the attacked test inputs (300)")
+    assert _protocol_notes({**PROTOCOLS["digits"].to_dict(), "autoattack": "none"}) == []
