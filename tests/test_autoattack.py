@@ -415,3 +415,86 @@ def test_dlr_on_too_few_classes_is_refused_with_the_fix():
     model = nn.Linear(4, 3)
     with pytest.raises(ValueError, match="The 'loss' parameter of APGD must be 'ce' for a model with 3 classes"):
         APGD(eps=0.1, loss="dlr", targeted=True, steps=2)(model.eval(), torch.rand(2, 4), torch.tensor([0, 1]))
+
+
+# --------------------------------------------------------------------------- models without an input gradient
+
+
+class _NoBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("no backward for you")
+
+
+class _Gradientless(nn.Module):
+    """A linear classifier that detaches its input, computes under no_grad, or fails in its backward pass."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.linear = nn.Linear(16, 5)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(5, 16, generator=torch.Generator().manual_seed(3)))
+
+    def forward(self, x):
+        if self.how == "detach":
+            return self.linear(x.detach())
+        if self.how == "no_grad":
+            with torch.no_grad():
+                return self.linear(x)
+        return self.linear(_NoBackward.apply(x))
+
+
+@pytest.mark.parametrize("how", ["detach", "no_grad", "backward_raises"])
+def test_a_model_without_input_gradient_is_flagged_and_only_square_breaks_it(how):
+    model = _Gradientless(how).eval()
+    x = torch.rand(20, 16, generator=torch.Generator().manual_seed(4))
+    y = _predict(model, x)
+    eps = 0.2
+    spy = _Spy(APGD(eps=eps, steps=5))
+    aa = AutoAttack(eps=eps, attacks=[spy, Square(eps=eps, queries=200)])
+    with pytest.warns(VanishingGradientWarning, match=r"The model has no input gradient: .*gradient attacks are skipped"):
+        result = aa.evaluate(model, x, y)
+    assert result.flags["zero_gradients"] and not spy.seen  # skipped, not crashed
+    assert result.accuracy_after["spy-apgd-ce"] == result.clean_accuracy == 1.0
+    assert result.robust_accuracy < 1.0 and "square" in result.broken_by
+    # APGD alone: a zero gradient, flagged, no autograd error (it can only break inputs at its random start)
+    with pytest.warns(ReliabilityWarning, match="all-zero input gradient"):
+        found = APGD(eps=eps, steps=5).run(model, x, y)
+    assert found.x_adv.shape == x.shape
+
+
+def test_normal_models_keep_every_gradient_attack():
+    model = linear_model(5, 16, 0).eval()
+    x = torch.rand(20, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    spy = _Spy(APGD(eps=0.2, steps=5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReliabilityWarning)
+        result = AutoAttack(eps=0.2, attacks=[spy]).evaluate(model, x, _predict(model, x))
+    assert spy.seen and not result.flags["zero_gradients"]
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def test_sweep_at_eps_zero_runs_no_attack_and_records_the_flags_per_radius():
+    model = _image_model(seed=2)
+    x = torch.rand(10, 2, 6, 6, generator=torch.Generator().manual_seed(2))
+    y = _predict(model, x)
+    spy = _Spy(APGD(eps=0.05, steps=3))
+    aa = AutoAttack(eps=0.05, attacks=[spy])
+    (clean,) = aa.sweep(model, x, y, [0.0])
+    assert torch.equal(clean, x) and not spy.seen and aa.sweep_flags == {}
+    y_wrong = (y + 1) % 5
+    y_wrong[:5] = y[:5]
+    probs = nn.Sequential(model, nn.Softmax(dim=1)).eval()
+    with pytest.warns(ReliabilityWarning, match="probabilities"):
+        advs = aa.sweep(probs, x, y_wrong, [0.0, 0.05])
+    assert torch.equal(advs[0], x) and len(spy.seen) == 1
+    assert list(aa.sweep_flags) == [0.05] and "probabilities" in aa.sweep_flags[0.05]
+    aa.reset_sweep_flags()
+    assert aa.sweep_flags == {}

@@ -183,6 +183,22 @@ _OBJECTIVES = {("ce", False): _untargeted_ce, ("dlr", False): _untargeted_dlr,
                ("ce", True): _targeted_ce, ("dlr", True): _targeted_dlr}
 
 
+def _input_grad(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``d loss / d x``; all zeros for a model without an input gradient (it detaches its input, computes
+    under ``torch.no_grad()``, or its backward pass raises), so that the attack breaks nothing there and
+    the zero-gradient check flags it instead of an autograd error."""
+    if not loss.requires_grad:
+        return torch.zeros_like(x)
+    try:
+        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as err:
+        logger.debug("APGD: the backward pass raised %s: %s; zero gradient", type(err).__name__, err)
+        return torch.zeros_like(x)
+    return torch.zeros_like(x) if grad is None else grad
+
+
 # --------------------------------------------------------------------------- schedule
 
 
@@ -425,7 +441,7 @@ class APGD:
                     xg = x.detach().requires_grad_(True)
                     logits = model(xg)
                     loss = _objective(logits, y, target, self.loss)
-                    (grad,) = torch.autograd.grad(loss.sum(), xg)
+                    grad = _input_grad(loss.sum(), xg)
             else:
                 with torch.no_grad():
                     logits = model(x)

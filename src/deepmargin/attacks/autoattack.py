@@ -25,7 +25,10 @@ with 2 classes the ``rand`` version drops APGD-DLR (the DLR needs 3).
 - ``randomized``: two forward passes on the same inputs differ (in eval mode, or in the mode the
   model was given in);
 - ``zero_gradients``: more than 5% of the correctly classified inputs have a zero or vanishing
-  (max-abs below ``1e-12``) cross-entropy input gradient;
+  (max-abs below ``1e-12``) cross-entropy input gradient, or the model gives no input gradient at
+  all (it detaches its input, computes under ``torch.no_grad()``, its backward pass raises, or it
+  is a :class:`~deepmargin.models.ClassifierAdapter` with ``input_gradient = False``): the gradient
+  attacks are then skipped (they break no input) and only the gradient-free ones (Square) run;
 - ``black_box``: a gradient-free attack (Square) broke inputs that every gradient attack before it
   missed (a sign of gradient masking);
 - ``large_eps`` (only with ``evaluate(..., large_eps=True)``, else ``None``): the robust accuracy
@@ -42,7 +45,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_choice, check_int, check_real, param_error
@@ -50,7 +52,13 @@ from ._base import check_bounds, check_epsilons, check_inputs, check_within_boun
 from ._minnorm_base import check_logits
 from ._robust_common import check_attack_norm, misclassified, project_ball_box
 from .apgd import APGD
-from .checks import ReliabilityWarning, warn_if_probabilities, warn_if_randomized, warn_if_training
+from .checks import (
+    ReliabilityWarning,
+    cross_entropy_input_gradient,
+    warn_if_probabilities,
+    warn_if_randomized,
+    warn_if_training,
+)
 from .fab import FAB
 from .gradient import norm_name
 from .square import Square
@@ -261,6 +269,9 @@ class AutoAttack:
                                   "called as attack(model, x, y)", attacks, TypeError)
             attacks = list(attacks)
         self.custom_attacks = attacks
+        #: The flags that fired in :meth:`sweep`, per radius (``{eps: [flag, ...]}``, in the order of
+        #: :attr:`AutoAttackResult.flags`), accumulated over calls until :meth:`reset_sweep_flags`.
+        self.sweep_flags: dict[float, list[str]] = {}
 
     @property
     def norm_name(self) -> str:
@@ -304,9 +315,29 @@ class AutoAttack:
         return self.evaluate(model, x, y).x_adv
 
     def sweep(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: Sequence[float]) -> list[torch.Tensor]:
-        """One adversarial batch per radius in ``epsilons`` (the version's ensemble at each radius)."""
-        epsilons = check_epsilons(epsilons, "AutoAttack.sweep")
-        return [self._evaluate(model, x, y, eps, large_eps=False, owner="AutoAttack.sweep").x_adv for eps in epsilons]
+        """One adversarial batch per radius in ``epsilons`` (the version's ensemble at each radius).
+
+        At radius 0 the clean inputs are returned and no attack (nor check) runs. The flags that
+        fired at each radius are gathered in :attr:`sweep_flags`, for result rows.
+        """
+        owner = "AutoAttack.sweep"
+        epsilons = check_epsilons(epsilons, owner)
+        check_inputs(x, y, owner)
+        check_within_bounds(x, self.bounds, owner)
+        out = []
+        for eps in epsilons:
+            if eps == 0:
+                out.append(x.detach().clone())
+                continue
+            result = self._evaluate(model, x, y, eps, large_eps=False, owner=owner)
+            fired = self.sweep_flags.setdefault(float(eps), [])
+            fired += [k for k, v in result.flags.items() if v and k not in fired]
+            out.append(result.x_adv)
+        return out
+
+    def reset_sweep_flags(self) -> None:
+        """Forget the flags gathered by :meth:`sweep` (:attr:`sweep_flags`)."""
+        self.sweep_flags = {}
 
     def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, large_eps: bool = False) -> AutoAttackResult:
         """Run the checks and the ensemble; return an :class:`AutoAttackResult`.
@@ -381,7 +412,7 @@ class AutoAttack:
             if n:
                 flags["randomized"] = warn_if_randomized(model, x0, stacklevel=4) or flags["randomized"]
             robust = ~misclassified(logits, y)
-            flags["zero_gradients"] = self._gradient_check(model, x0[robust], y[robust])
+            flags["zero_gradients"], no_gradient = self._gradient_check(model, x0[robust], y[robust])
             clean_accuracy = robust.double().mean().item() if n else 0.0
             broken_by = ["" if r else "clean" for r in robust.tolist()]
             x_adv = x0.clone()
@@ -393,7 +424,11 @@ class AutoAttack:
                 label = name if name not in accuracy_after else f"{name}#{len(names) + 1}"
                 names.append(label)
                 todo = robust.nonzero().squeeze(1)
-                if todo.numel():
+                skip = no_gradient and not getattr(attack, "gradient_free", False)
+                if skip and todo.numel():
+                    logger.info("%s skipped: the model gives no input gradient (it breaks none of the %d inputs)",
+                                label, todo.numel())
+                if todo.numel() and not skip:
                     candidate = self._attack(attack, model, x0[todo], y[todo], eps)
                     candidate = project_ball_box(candidate, x0[todo], eps, self.norm, *self.bounds)
                     with torch.no_grad():
@@ -438,18 +473,17 @@ class AutoAttack:
             return torch.where(within.reshape((-1,) + (1,) * (x.dim() - 1)), result.x_adv, x)
         return attack(model, x, y).detach()
 
-    def _gradient_check(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool:
+    def _gradient_check(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[bool, bool]:
+        """``(flag zero_gradients, no input gradient at all)`` on the correctly classified inputs."""
         if x.shape[0] == 0:
-            return False
-        with torch.enable_grad():
-            xg = x.detach().clone().requires_grad_(True)
-            try:
-                loss = F.cross_entropy(model(xg), y, reduction="sum")
-                (grad,) = torch.autograd.grad(loss, xg, allow_unused=True)
-            except RuntimeError as err:  # a model whose backward pass fails: no gradient at all
-                logger.info("AutoAttack: no input gradient (%s)", err)
-                grad = None
-        if grad is None:
-            grad = torch.zeros_like(x)
-        return warn_if_vanishing_gradients(grad, stacklevel=5)
+            return False, False
+        grad, missing = cross_entropy_input_gradient(model, x, y)
+        if missing is not None:
+            _warn(
+                f"The model has no input gradient: {missing}. The gradient attacks are skipped (they break no "
+                "input) and the robust accuracy rests on the gradient-free attacks (Square); it is an upper bound.",
+                VanishingGradientWarning, 5,
+            )
+            return True, True
+        return warn_if_vanishing_gradients(grad, stacklevel=5), False
 

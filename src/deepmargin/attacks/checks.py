@@ -37,6 +37,7 @@ __all__ = [
     "warn_if_randomized",
     "warn_if_transfer_beats_whitebox",
     "check_model",
+    "cross_entropy_input_gradient",
 ]
 
 
@@ -259,6 +260,43 @@ def warn_if_transfer_beats_whitebox(
     return offending
 
 
+def cross_entropy_input_gradient(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, str | None]:
+    """The input gradient of the summed cross-entropy at ``x``, and why there is none (``None`` when there is one).
+
+    A model that detaches its input or computes under ``torch.no_grad()`` has no input gradient,
+    and one whose backward pass raises gives none; the gradient is then all zeros (gradient attacks
+    cannot move such inputs) and the reason says which case it is. A ``ClassifierAdapter`` that
+    found its model without one (``input_gradient = False``) reports it the same way.
+
+    Shape:
+        x: ``(N, *)``; y: ``(N,)`` int64; gradient: like ``x``.
+
+    Example:
+        >>> grad, missing = cross_entropy_input_gradient(nn.Linear(3, 2), torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
+        >>> tuple(grad.shape), missing
+        ((4, 3), None)
+    """
+    if getattr(model, "input_gradient", None) is False:
+        return torch.zeros_like(x), str(getattr(model, "input_gradient_problem", None) or "found when it was loaded")
+    with torch.enable_grad():
+        xg = x.detach().clone().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(xg), y.to(torch.int64), reduction="sum")
+        if not loss.requires_grad:
+            return torch.zeros_like(x), "its output does not require a gradient (computed under torch.no_grad()?)"
+        try:
+            (grad,) = torch.autograd.grad(loss, xg, allow_unused=True)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as err:
+            text = " ".join(str(err).split())[:200]
+            return torch.zeros_like(x), f"its backward pass raised {type(err).__name__}: {text}"
+    if grad is None:
+        return torch.zeros_like(x), "its output does not depend on its input through autograd (the input is detached?)"
+    return grad, None
+
+
 def check_model(
     model: nn.Module,
     x: torch.Tensor,
@@ -270,7 +308,9 @@ def check_model(
     """Run every model-level check on one batch: training mode, probabilities, randomness, zero gradients.
 
     The zero-gradient check uses the cross-entropy input gradient at ``x`` (only when ``y``
-    is given). The model is evaluated in eval mode and its mode restored.
+    is given); a model without any input gradient (it detaches its input, computes under
+    ``torch.no_grad()``, or its backward pass raises) fires it too, with a warning that says why
+    (:func:`cross_entropy_input_gradient`). The model is evaluated in eval mode and its mode restored.
 
     Args:
         model: the evaluated model (returns logits).
@@ -297,9 +337,15 @@ def check_model(
         fired["randomized"] = warn_if_randomized(model, x, stacklevel=level)
         fired["zero_gradients"] = False
         if y is not None:
-            with torch.enable_grad():
-                xg = x.detach().clone().requires_grad_(True)
-                loss = nn.functional.cross_entropy(model(xg), y.to(torch.int64), reduction="sum")
-                (grad,) = torch.autograd.grad(loss, xg)
-            fired["zero_gradients"] = warn_if_zero_gradients(grad, max_share=max_zero_share, stacklevel=level)
+            grad, missing = cross_entropy_input_gradient(model, x, y)
+            if missing is not None and x.shape[0]:
+                _warn(
+                    f"The model has no input gradient: {missing}. Gradient attacks cannot move its inputs (they "
+                    "break none of them), so their accuracies overestimate its robustness; trust a gradient-free "
+                    "attack (square, AutoAttack's Square) instead.",
+                    level,
+                )
+                fired["zero_gradients"] = True
+            else:
+                fired["zero_gradients"] = warn_if_zero_gradients(grad, max_share=max_zero_share, stacklevel=level)
     return fired
