@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -43,12 +44,38 @@ from ..checks import param_error
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXPORTED_SUFFIX", "ClassifierAdapter", "check_classifier", "import_callable", "load_classifier"]
+__all__ = ["EXPORTED_SUFFIX", "ClassifierAdapter", "ClassifierError", "check_classifier", "import_callable",
+           "input_gradient_problem", "load_classifier"]
 
 #: File suffix of an exported program (``torch.export.save``); other model files are read as TorchScript.
 EXPORTED_SUFFIX = ".pt2"
 
 _OWNER = "load_classifier"
+
+
+def _channel_error(owner: str, name: str, stats: torch.Tensor, shape: Sequence[int]) -> ValueError:
+    """'The 'mean' parameter ... (--mean) must hold 1 or C numbers, one per channel ...': the fix included."""
+    channels = int(shape[0]) if len(shape) else 0
+    what = "channel" if len(shape) > 1 else "feature of flat inputs"
+    return param_error(owner, name, f"1 or {channels} numbers (--{name}): one per {what} of the inputs, whose shape "
+                       f"{tuple(shape)} has {channels} {what}{'s' if channels != 1 else ''}",
+                       f"{stats.numel()} numbers {[round(v, 6) for v in stats.tolist()]}")
+
+
+class ClassifierError(RuntimeError):
+    """The wrapped classifier raised while it was called (the original error is the ``__cause__``).
+
+    A user error: the command line prints it in one line (``user_error = True``), naming the model's
+    source and the shape of the batch it failed on.
+    """
+
+    user_error = True
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    """``'RuntimeError: batch too big'``: an error's type and message on one line."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:limit]}{' ...' if len(text) > limit else ''}" if text else type(err).__name__
 
 
 def _describe_output(out: Any) -> str:
@@ -104,6 +131,18 @@ class ClassifierAdapter(nn.Module):
         std: per-channel standard deviation dividing the input (numbers > 0). Default: none.
         output_index: the position of the logits in a tuple or list output.
         output_key: the key of the logits in a dict output.
+        source: how the model was given, for error messages (e.g. ``'--model-file net.pt'``).
+            Default: the model's class name.
+
+    Attributes:
+        input_gradient: ``False`` when the model gives no input gradient (it detaches its input,
+            runs under ``torch.no_grad()``, or its backward pass fails; see
+            :func:`input_gradient_problem`, which :func:`load_classifier` runs). The adapter then
+            calls the model on a detached input and adds ``0 * x`` to the logits, so gradient
+            attacks see an all-zero gradient (flagged as gradient masking by the reliability checks,
+            and breaking no input) instead of an autograd error, and AutoAttack skips its gradient
+            attacks. ``None`` (default): not checked; the model is called as it is.
+        input_gradient_problem: why there is none (``None`` when there is one or it was not checked).
 
     Shape:
         Input ``(N, C, ...)`` or ``(N, D)``; ``mean``/``std`` hold 1 or ``C`` (``D``) numbers.
@@ -113,7 +152,10 @@ class ClassifierAdapter(nn.Module):
         ValueError: (when called) the model returned a tuple, list or dict and no
             ``output_index``/``output_key`` says which element is the logits, the index or key
             is not in the output, or the logits are not a 2-d floating-point tensor ``(N, C)``
-            with one row per input; ``mean``/``std`` do not have 1 or ``C`` numbers.
+            with one row per input; ``mean``/``std`` do not have 1 or ``C`` numbers; the model
+            raised a ``ValueError`` (re-raised naming ``source`` and the batch shape).
+        ClassifierError: (when called) the model raised any other error (the original is the
+            ``__cause__``; a ``TypeError`` stays a ``TypeError``).
 
     Example:
         >>> import torch
@@ -134,6 +176,7 @@ class ClassifierAdapter(nn.Module):
         std: Sequence[float] | float | torch.Tensor | None = None,
         output_index: int | None = None,
         output_key: str | None = None,
+        source: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -145,9 +188,14 @@ class ClassifierAdapter(nn.Module):
         if output_index is not None and output_key is not None:
             raise param_error("ClassifierAdapter", "output_key", "None when output_index is given (a tuple output "
                               "takes an index, a dict output a key)", output_key)
+        if source is not None and not isinstance(source, str):
+            raise param_error("ClassifierAdapter", "source", "None or a str", source, TypeError)
         self.model = model
         self.output_index = output_index
         self.output_key = output_key
+        self.source = source
+        self.input_gradient: bool | None = None
+        self.input_gradient_problem: str | None = None
         mean_t, std_t = _channel_stats(mean, "mean"), _channel_stats(std, "std")
         self.normalise = mean_t is not None or std_t is not None
         self.register_buffer("mean", mean_t if mean_t is not None else torch.zeros(1))
@@ -179,13 +227,16 @@ class ClassifierAdapter(nn.Module):
         channels = x.shape[1] if x.dim() >= 2 else 0
         for name, t in (("mean", self.mean), ("std", self.std)):
             if t.numel() not in (1, channels):
-                raise param_error("ClassifierAdapter", name, f"1 or {channels} numbers (one per channel of inputs of "
-                                  f"shape {tuple(x.shape)})", f"{t.numel()} numbers")
+                raise _channel_error("ClassifierAdapter", name, t, tuple(x.shape[1:]))
         view = (1, -1, *([1] * (x.dim() - 2)))
         return (x - self.mean.to(x.dtype).view(view)) / self.std.to(x.dtype).view(view)
 
     def _logits(self, out: Any, n: int) -> torch.Tensor:
         if isinstance(out, Mapping):
+            if self.output_index is not None:
+                raise param_error("ClassifierAdapter", "output_index", f"None, since the model returned "
+                                  f"{_describe_output(out)}: an index picks from a tuple or list; pick the logits "
+                                  "of a dict by key with output_key (--output-key)", self.output_index)
             if self.output_key is None:
                 raise param_error("ClassifierAdapter", "output_key", f"the key of the logits (--output-key), since the "
                                   f"model returned {_describe_output(out)}", None)
@@ -194,6 +245,11 @@ class ClassifierAdapter(nn.Module):
                                   "dict output", self.output_key)
             out = out[self.output_key]
         elif isinstance(out, (tuple, list)):
+            if self.output_key is not None:
+                raise param_error("ClassifierAdapter", "output_key", f"None, since the model returned "
+                                  f"{_describe_output(out)}, not a dict: a key picks from a dict; pick the logits "
+                                  f"of a {type(out).__name__} by position with output_index (--output-index)",
+                                  self.output_key)
             if self.output_index is None:
                 raise param_error("ClassifierAdapter", "output_index", f"the position of the logits (--output-index), "
                                   f"since the model returned {_describe_output(out)}", None)
@@ -214,8 +270,29 @@ class ClassifierAdapter(nn.Module):
             )
         return out
 
+    def _call_error(self, err: Exception, x: torch.Tensor) -> Exception:
+        """The error ``err`` of the wrapped model, re-raised naming the source and the batch shape."""
+        text = " ".join(str(err).split())
+        message = (f"The model ({self.source or type(self.model).__name__}) raised {type(err).__name__} on a batch "
+                   f"of inputs of shape {tuple(x.shape)}{': ' + text[:300] if text else ''}")
+        if isinstance(err, (ValueError, TypeError)):
+            return type(err)(message) if type(err) in (ValueError, TypeError) else ValueError(message)
+        return ClassifierError(message)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._logits(self.model(self._normalised(x)), x.shape[0])
+        inputs = self._normalised(x)
+        detach = self.input_gradient is False and x.requires_grad and torch.is_grad_enabled()
+        try:
+            out = self.model(inputs.detach() if detach else inputs)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as err:
+            raise self._call_error(err, x) from err
+        logits = self._logits(out, x.shape[0])
+        if detach:  # no input gradient: an explicit zero one (see ``input_gradient``)
+            flat = x.flatten(1) if x.dim() > 1 else x.unsqueeze(1)
+            logits = logits + 0 * flat[:, :1].to(logits.dtype)
+        return logits
 
 
 # --------------------------------------------------------------------------- sources
@@ -223,42 +300,48 @@ class ClassifierAdapter(nn.Module):
 
 @contextlib.contextmanager
 def _cwd_on_path() -> Iterator[None]:
-    """The current directory at the end of ``sys.path`` while importing (a console script does not put it there)."""
+    """The current directory first on ``sys.path`` while importing (a console script does not put it there).
+
+    First, so that the user's ``test.py`` beats the standard library's ``test`` package; only the
+    entry added here is removed afterwards (whatever the imported module adds to ``sys.path`` stays).
+    """
     cwd = os.getcwd()
-    added = cwd not in sys.path and "" not in sys.path
-    if added:
-        sys.path.append(cwd)
+    sys.path.insert(0, cwd)
+    importlib.invalidate_caches()  # a module written since the last import is found
     try:
         yield
     finally:
-        if added and cwd in sys.path:
+        if sys.path and sys.path[0] == cwd:
+            del sys.path[0]
+        elif cwd in sys.path:
             sys.path.remove(cwd)
 
 
 def import_callable(spec: str, *, owner: str = _OWNER, name: str = "model") -> Any:
     """The object named by ``'package.module:attribute'`` (the attribute may be dotted, ``'mod:Class.build'``).
 
-    The module is imported from ``sys.path``, then from the current directory.
+    The module is imported from the current directory, then from ``sys.path``.
 
     Raises:
-        ValueError: ``spec`` has no single colon, the module cannot be imported (the import
-            error is quoted), or it has no such attribute.
+        ValueError: ``spec`` has no single colon, the module cannot be imported (the error its
+            import raised is quoted, whatever it is: ``ImportError``, ``SyntaxError``, an error of
+            the module's own code), or it has no such attribute.
         TypeError: the object is not callable.
 
     Example:
         >>> import_callable("collections:OrderedDict").__name__
         'OrderedDict'
     """
-    expected = "a string 'package.module:callable' (a module importable from sys.path or the current directory)"
+    expected = "a string 'package.module:callable' (a module importable from the current directory or sys.path)"
     if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
         raise param_error(owner, name, expected, spec, TypeError if not isinstance(spec, str) else ValueError)
     module_name, attr = (part.strip() for part in spec.split(":"))
     try:
         with _cwd_on_path():
             module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise param_error(owner, name, f"{expected}; importing {module_name!r} failed with "
-                          f"{type(err).__name__}: {err}", spec) from err
+    except Exception as err:  # ImportError, SyntaxError, or whatever the module's own code raised
+        raise param_error(owner, name, f"{expected}; importing {module_name!r} failed with {_one_line(err)}",
+                          spec) from err
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -272,17 +355,38 @@ def import_callable(spec: str, *, owner: str = _OWNER, name: str = "model") -> A
     return obj
 
 
+def _kwargs_refused(factory: Any, kwargs: Mapping[str, Any]) -> bool:
+    """Whether ``factory``'s signature refuses ``kwargs`` (unknown when it has no signature: ``True``)."""
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError:
+        return True
+    except ValueError:  # no signature (a builtin): a TypeError is then blamed on the arguments
+        return True
+    return False
+
+
 def _build_from_callable(spec: str, kwargs: Mapping[str, Any]) -> nn.Module:
     factory = import_callable(spec)
     try:
         net = factory(**kwargs)
     except TypeError as err:
-        raise param_error(_OWNER, "model_kwargs", f"keyword arguments that {spec} accepts; calling it raised "
-                          f"TypeError: {err}", dict(kwargs)) from err
+        if _kwargs_refused(factory, kwargs):
+            raise param_error(_OWNER, "model_kwargs", f"keyword arguments that {spec} accepts; calling it raised "
+                              f"{_one_line(err)} (fix --model-kwargs)", dict(kwargs)) from err
+        raise param_error(_OWNER, "model", f"a 'module:callable' (--model) that builds the model; calling "
+                          f"{spec}({_show_kwargs(kwargs)}) raised {_one_line(err)}", spec) from err
+    except Exception as err:  # the factory's own error (a missing file, a bad setting...)
+        raise param_error(_OWNER, "model", f"a 'module:callable' (--model) that builds the model; calling "
+                          f"{spec}({_show_kwargs(kwargs)}) raised {_one_line(err)}", spec) from err
     if not isinstance(net, nn.Module):
         raise param_error(_OWNER, "model", f"a 'module:callable' returning an nn.Module; {spec}() returned a "
                           f"{type(net).__name__}", spec, TypeError)
     return net
+
+
+def _show_kwargs(kwargs: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
 def _state_dict(weights: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:
@@ -323,18 +427,59 @@ def _load_weights(net: nn.Module, weights: str | os.PathLike[str], spec: str) ->
                           f"{' '.join(str(err).split())}", str(weights)) from err
 
 
+@contextlib.contextmanager
+def _torch_logs_captured() -> Iterator[list[logging.LogRecord]]:
+    """Keep torch's log lines and warnings (a deserialising failure logs its traceback) off the terminal.
+
+    The records torch's loggers emit meanwhile are collected in the list yielded; their handlers
+    are restored afterwards.
+    """
+    records: list[logging.LogRecord] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    collect = _Collect()
+    known = logging.Logger.manager.loggerDict
+    loggers = [logging.getLogger(name) for name in list(known)
+               if (name == "torch" or name.startswith("torch.")) and isinstance(known[name], logging.Logger)]
+    saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers if lg.handlers or lg.name == "torch"]
+    for lg, _, _ in saved:
+        lg.handlers = [collect]
+        lg.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield records
+    finally:
+        for lg, handlers, propagate in saved:
+            lg.handlers = handlers
+            lg.propagate = propagate
+
+
 def _load_file(model_file: str | os.PathLike[str]) -> nn.Module:
     path = Path(model_file)
     if not path.is_file():
         raise FileNotFoundError(f"The 'model_file' parameter of {_OWNER} must name an existing file. Got '{path}', "
                                 f"which {'is not a file' if path.exists() else 'does not exist'}.")
     if path.suffix.lower() == EXPORTED_SUFFIX:
-        try:
-            return torch.export.load(str(path)).module()
-        except Exception as err:
-            raise param_error(_OWNER, "model_file", "an exported program saved with torch.export.save (a .pt2 "
-                              f"file); torch.export.load failed with {type(err).__name__}: "
-                              f"{' '.join(str(err).split())[:300]}", str(path)) from err
+        with _torch_logs_captured() as records:
+            try:
+                return torch.export.load(str(path)).module()
+            except Exception as err:
+                failure = err
+        # torch logs the real reason (with a traceback) and raises "check the warnings above": quote the reason
+        logged = [r.exc_info[1] for r in records if r.exc_info and r.exc_info[1] is not None]
+        reason = _one_line(logged[0], 200) if logged else _one_line(failure)
+        hint = ""
+        with _torch_logs_captured(), contextlib.suppress(Exception):
+            torch.jit.load(str(path), map_location="cpu")
+            hint = (f"; it looks like a TorchScript file (torch.jit.save): rename it to {path.stem}.pt, since "
+                    f"only a {EXPORTED_SUFFIX} file is read as an exported program")
+        raise param_error(_OWNER, "model_file", f"an exported program saved with torch.export.save (a "
+                          f"{EXPORTED_SUFFIX} file); torch.export.load failed with {reason}{hint}",
+                          str(path)) from failure
     try:
         return torch.jit.load(str(path), map_location="cpu")
     except Exception as err:
@@ -370,13 +515,13 @@ def check_classifier(model: nn.Module, input_shape: Sequence[int], *, seed: int 
             except ValueError:
                 raise
             except Exception as err:
+                cause = err.__cause__ if isinstance(err, ClassifierError) and err.__cause__ is not None else err
                 exported = any(isinstance(m, torch.fx.GraphModule) for m in model.modules())
                 hint = (" (an exported program needs a dynamic batch dimension: torch.export.export(model, (x,), "
                         "dynamic_shapes=({0: torch.export.Dim('batch')},)))") if exported else ""
                 raise ValueError(
                     f"The classifier must run on a batch of inputs of shape (N, {', '.join(map(str, shape))}) for any "
-                    f"N{hint}. Calling it on a batch of shape {tuple(batch.shape)} raised {type(err).__name__}: "
-                    f"{' '.join(str(err).split())[:300]}"
+                    f"N{hint}. Calling it on a batch of shape {tuple(batch.shape)} raised {_one_line(cause)}"
                 ) from err
     num_classes = outs[1].shape[1]
     if num_classes < 2:
@@ -390,6 +535,36 @@ def check_classifier(model: nn.Module, input_shape: Sequence[int], *, seed: int 
             UserWarning, stacklevel=3,
         )
     return int(num_classes)
+
+
+def input_gradient_problem(model: nn.Module, input_shape: Sequence[int], *, seed: int = 0) -> str | None:
+    """Why ``model`` gives no input gradient on a dummy batch of ``input_shape``, or ``None`` when it gives one.
+
+    A model that detaches its input, computes under ``torch.no_grad()``, or whose backward pass
+    raises gives none; gradient attacks cannot move its inputs. (A gradient that is merely zero,
+    as through a quantising layer, is a gradient: the reliability checks flag that one.)
+    Runs in eval mode on 2 inputs uniform in [0, 1).
+
+    Example:
+        >>> input_gradient_problem(nn.Linear(3, 2), (3,)) is None
+        True
+    """
+    x = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(seed))
+    device = next((t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
+    xg = x.to(device).requires_grad_(True)
+    with torch.enable_grad(), eval_mode(model):
+        out = model(xg)
+        if not out.requires_grad:
+            return "its output does not require a gradient (computed under torch.no_grad()?)"
+        try:
+            (grad,) = torch.autograd.grad(out.float().sum(), xg, allow_unused=True)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as err:
+            return f"its backward pass raised {_one_line(err, 200)}"
+    if grad is None:
+        return "its output does not depend on its input through autograd (the input is detached?)"
+    return None
 
 
 def _check_shape(input_shape: Any) -> tuple[int, ...]:
@@ -481,10 +656,25 @@ def load_classifier(
             logger.warning("%s: no weights given; the model keeps the weights %s() gives it", _OWNER, model)
     else:
         net = _load_file(model_file)
-    adapter = ClassifierAdapter(net, mean=mean, std=std, output_index=output_index, output_key=output_key)
+    if model_file is not None:
+        source = f"--model-file {model_file}"
+    else:
+        source = f"--model {model}" if isinstance(model, str) else type(model).__name__
+    adapter = ClassifierAdapter(net, mean=mean, std=std, output_index=output_index, output_key=output_key,
+                                source=source)
     adapter = adapter.to(device).eval()
     if shape is not None:
+        channels = shape[0]
+        for name, stats in (("mean", adapter.mean), ("std", adapter.std)):
+            if adapter.normalise and stats.numel() not in (1, channels):
+                raise _channel_error(_OWNER, name, stats, shape)
         classes = check_classifier(adapter, shape)
+        problem = input_gradient_problem(adapter, shape)
+        adapter.input_gradient, adapter.input_gradient_problem = problem is None, problem
+        if problem is not None:
+            logger.warning("%s: the model (%s) gives no input gradient: %s. Gradient attacks see a zero gradient and "
+                           "break no input (AutoAttack skips them); only gradient-free attacks (square, AutoAttack's "
+                           "Square) can break its inputs", _OWNER, source, problem)
         logger.info("%s: %s, input shape %s, %d classes", _OWNER, model_file or model, shape, classes)
     return adapter
 
