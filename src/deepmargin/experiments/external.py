@@ -125,6 +125,23 @@ class ModelSource:
         """The model's name in rows: the file's stem, or the ``module:callable`` spec."""
         return Path(self.model_file).stem if self.model_file is not None else str(self.model)
 
+    @property
+    def why_not_certified(self) -> str:
+        """Why ``deepmargin robustness`` skips the certified radii (the Lipschitz bound) for this source.
+
+        Example:
+            >>> ModelSource(model_file="net.pt").why_not_certified
+            'the Lipschitz bound walks the layers of an nn.Module, and a TorchScript file (--model-file net.pt) holds a compiled graph'
+        """
+        walks = "the Lipschitz bound walks the layers of an nn.Module"
+        if self.model is not None:
+            return (f"{walks} in the order deepmargin's own models call them (chains and residual blocks of supported "
+                    f"layers), and the forward of --model {self.model} may combine its layers in any other way, so a "
+                    "bound for it would not be certain")
+        if Path(self.model_file).suffix.lower() == ".pt2":
+            return f"{walks}, and an exported program (--model-file {self.model_file}) is a flattened graph of operations"
+        return f"{walks}, and a TorchScript file (--model-file {self.model_file}) holds a compiled graph"
+
     def record(self) -> dict[str, Any]:
         """Plain values for ``config.json`` (paths as given)."""
         out = asdict(self)
@@ -216,6 +233,34 @@ def _fit_shape(x: torch.Tensor, input_shape: Sequence[int] | None, path: str) ->
     return x.reshape(x.shape[0], *input_shape)
 
 
+def _warn_if_wrong_output(source: ModelSource, data: Any, logits: torch.Tensor, y: torch.Tensor,
+                          labels: torch.Tensor) -> None:
+    """Warn when the chosen output does not look like the logits of the data's classes.
+
+    Two signs: more outputs than the labels of the whole file have classes (features picked by
+    --output-index/--output-key, or a model for another label set), and a clean accuracy at chance
+    for the labels' classes (a wrong output, input shape, normalisation or bounds).
+    """
+    pick = ("--output-index" if source.output_index is not None else "--output-key" if source.output_key is not None
+            else "--output-index/--output-key")
+    outputs = int(logits.shape[1])
+    file_classes = int(labels.max()) + 1 if len(labels) else 0
+    if outputs > file_classes:
+        logger.warning(
+            "%s returns %d outputs per input, but the labels of %s have %d classes (0 to %d): if these outputs are "
+            "not the logits of those classes (features, say), pick the logits with %s; the accuracy is measured "
+            "over all %d outputs", source.name, outputs, data, file_classes, file_classes - 1, pick, outputs)
+    if not len(y):
+        return
+    accuracy = float((logits.argmax(1) == y).double().mean())
+    classes = max(2, len(torch.unique(labels)))
+    if accuracy <= 1.5 / classes:
+        logger.warning(
+            "%s: clean accuracy %.4f on the first %d inputs of %s is near chance for its %d classes (1/%d = %.3f); "
+            "check the output picked (%s), the input shape (--input-shape), the normalisation (--mean/--std) and "
+            "the bounds (--bounds)", source.name, accuracy, len(y), data, classes, classes, 1 / classes, pick)
+
+
 def load_external(
     source: ModelSource,
     data: str | os.PathLike[str] | None,
@@ -243,6 +288,10 @@ def load_external(
         ValueError: no ``data`` or not a ``.npz`` file, malformed data, inputs outside the bounds,
             an ``input_shape`` of another size than the inputs, fewer logits than classes, and
             the errors of :func:`~deepmargin.models.external.load_classifier`.
+
+    A warning (logged) says when the model returns more outputs than the file's labels have
+    classes, or when its clean accuracy is at chance for those classes: signs of a wrong output
+    picked (``--output-index``/``--output-key``), input shape, normalisation or bounds.
     """
     from ..data import is_npz_path
 
@@ -259,17 +308,14 @@ def load_external(
     x, y = x.to(device), y.to(device)
     with torch.no_grad():
         logits = model(x[:256])
-    classes = int(y.max()) + 1
+    classes = int(y.max()) + 1 if len(y) else 0
     if logits.shape[1] < classes:
         raise ValueError(
             f"The model {source.name!r} must return a logit for every class of '{data}' (labels up to {classes - 1}). "
             f"Got {logits.shape[1]} logits instead."
         )
-    accuracy = float((logits.argmax(1) == y[:256]).double().mean())
-    if accuracy <= 1.5 / logits.shape[1]:
-        logger.warning("%s: clean accuracy %.4f on the first %d inputs of %s is near chance; check the input shape, "
-                       "--mean/--std, --output-index/--output-key and the bounds", source.name, accuracy,
-                       min(256, len(y)), data)
+    _warn_if_wrong_output(source, data, logits, y[:256], test.y)
+    accuracy = float((logits.argmax(1) == y[:256]).double().mean()) if len(y) else math.nan
     logger.info("%s on %s: %d test inputs of shape %s, bounds %s, clean accuracy %.4f (first %d)",
                 source.name, data, len(y), tuple(x.shape[1:]), test.bounds, accuracy, min(256, len(y)))
     return ExternalModel({source.name: model}, x, y, test.bounds, str(data))
