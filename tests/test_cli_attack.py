@@ -120,6 +120,61 @@ def test_transfer_source_is_named_apart_from_a_model_with_the_same_stem(checkpoi
     assert {r["source"] for r in rows if r["setting"] == "transfer"} == {"ce/best"}
 
 
+def test_autoattack_rows_carry_their_flags_and_ignored_options_are_named(checkpoints, tmp_path, caplog):
+    root, _, _ = checkpoints
+    out = tmp_path / "out"
+    args = _parse([str(root / "target.pt"), "--attacks", "fgsm", "autoattack", "--autoattack-version", "fast",
+                   "--loss", "margin", "--step-size", "0.01", "--steps", "3", "--eps", "0", "0.1", "--n", "20",
+                   "--no-plot", "--out", str(out)])
+    with caplog.at_level("WARNING", logger="deepmargin"):
+        assert attack_cli.run(args) == 0
+    warned = [r.getMessage() for r in caplog.records if "do not apply" in r.getMessage()]
+    assert len(warned) == 1 and "--loss by autoattack" in warned[0] and "--step-size by fgsm, autoattack" in warned[0] \
+        and "--steps by fgsm, autoattack" in warned[0], warned
+    config = json.loads((out / "config.json").read_text())
+    assert config["autoattack_version"] == "fast"
+    assert config["ignored"] == {"steps": ["fgsm", "autoattack"], "step_size": ["fgsm", "autoattack"],
+                                 "loss": ["autoattack"]}
+    assert any("version='fast'" in a for a in config["attack_objects"])
+    rows = load_rows(out / "rows.jsonl")
+    assert all("flags" in r for r in rows)
+    assert {r["flags"] for r in rows if r["attack"] == "fgsm"} == {None}
+    auto = {r["eps"]: r for r in rows if r["attack"] == "autoattack"}
+    assert auto[0.0]["flags"] is None and auto[0.0]["accuracy"] == rows[0]["accuracy"]  # eps 0: the clean inputs
+    assert auto[0.1]["accuracy"] < auto[0.0]["accuracy"]
+    header = (out / "rows.csv").read_text().splitlines()[0].split(",")
+    assert "flags" in header
+
+
+def test_autoattack_flags_that_fired_are_in_the_rows(checkpoints, tmp_path, monkeypatch):
+    from deepmargin.attacks import autoattack
+
+    root, _, _ = checkpoints
+    monkeypatch.setattr(autoattack, "warn_if_probabilities", lambda *a, **k: True)  # pretend the check fired
+    out = tmp_path / "out"
+    args = _parse([str(root / "target.pt"), "--attacks", "autoattack", "--autoattack-version", "fast", "--eps", "0",
+                   "0.05", "--n", "10", "--no-plot", "--out", str(out)])
+    assert attack_cli.run(args) == 0
+    rows = {r["eps"]: r["flags"] for r in load_rows(out / "rows.csv")}
+    assert rows == {0.0: None, 0.05: "probabilities"}
+
+
+def test_help_texts_name_every_attack_an_option_applies_to(capsys):
+    from deepmargin.cli.main import COMMANDS, main
+
+    with pytest.raises(SystemExit):
+        _parse(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "steps of ifgsm/pgd/apgd-ce/apgd-dlr/apgd-t/fab" in text
+    assert "randomised attacks (pgd, noise, apgd-*, fab, square, autoattack) run once per seed" in text
+    assert "--autoattack-version {standard,fast,rand}" in text
+    for name in ("attack", "robustness"):
+        assert "AutoAttack" in COMMANDS[name] and "any classifier" in COMMANDS[name] and "\n" not in COMMANDS[name]
+    with pytest.raises(SystemExit):
+        main(["experiment", "--help"])
+    assert "default: the protocol's (0.1; cifar10 8/255)" in " ".join(capsys.readouterr().out.split())
+
+
 def test_cli_rejects_mixed_datasets(checkpoints, bundle, tmp_path):
     root, _, _ = checkpoints
     _checkpoint(tmp_path / "other.pt", bundle, seed=2, dataset="mnist")

@@ -152,10 +152,18 @@ def add_model_source_options(parser: argparse.ArgumentParser) -> None:
 
 
 def model_source(args: argparse.Namespace) -> ModelSource | None:
-    """The :class:`~deepmargin.experiments.external.ModelSource` of :func:`add_model_source_options`' flags; ``None`` without them."""
+    """The :class:`~deepmargin.experiments.external.ModelSource` of :func:`add_model_source_options`' flags; ``None`` without them.
+
+    ``--data-root`` (which locates built-in datasets) is ignored with such a source: a warning says so.
+    """
     names = ("model_file", "model", "weights", "model_kwargs", "input_shape", "bounds", "mean", "std",
              "output_index", "output_key")
-    return ModelSource.from_options(**{name: getattr(args, name) for name in names})
+    source = ModelSource.from_options(**{name: getattr(args, name) for name in names})
+    if source is not None and getattr(args, "data_root", None) is not None:
+        logging.getLogger("deepmargin").warning(
+            "--data-root %s is ignored with %s: the test data comes from --data FILE.npz", args.data_root,
+            "--model-file" if source.model_file is not None else "--model")
+    return source
 
 
 def print_layer_table(model: nn.Module, input_shape: Sequence[int]) -> None:

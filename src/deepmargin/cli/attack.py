@@ -6,8 +6,8 @@ Example::
         --norms linf --eps 0 0.05 0.1 0.2 0.3 --source runs/ce/best.pt --n 1000 --out runs/attack
 
 writes ``rows.csv`` and ``rows.jsonl`` (one row per model, attack, norm, eps and seed; white-box
-rows, plus transfer rows crafted on ``--source``), ``config.json`` (the resolved arguments) and
-``accuracy_vs_eps.png`` (drawn from ``rows.csv``). Any other classifier is measured the same way::
+rows, plus transfer rows crafted on ``--source``; ``flags``: the reliability checks of AutoAttack that
+fired), ``config.json`` (the resolved arguments) and ``accuracy_vs_eps.png`` (drawn from ``rows.csv``). Any other classifier is measured the same way::
 
     deepmargin attack --model-file net.pt2 --data test.npz --mean 0.5 --std 0.25 --output-index 0 \\
         --attacks autoattack --eps 0 0.03 --out runs/mine
@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from ..attacks.factory import ATTACK_NAMES as ATTACKS
+from ..attacks.factory import AUTOATTACK_VERSIONS
 from ..experiments.attack_eval import DEFAULT_EPS, DEFAULT_SNR
 from ._common import (
     add_model_source_options,
@@ -69,19 +70,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--noise-levels", nargs="+", type=float, default=None, metavar="LEVEL",
                    help=f"noise levels (default: the --eps list for std, {list(DEFAULT_SNR)} for snr)")
     p.add_argument("--steps", type=positive_int, default=None,
-                   help="steps of ifgsm/pgd (default: ifgsm Kurakin's rule, pgd 40)")
+                   help="steps of ifgsm/pgd/apgd-ce/apgd-dlr/apgd-t/fab (default: ifgsm Kurakin's rule, pgd 40, apgd-* "
+                   "and fab 100); square and autoattack keep their own budgets")
     p.add_argument("--min-norm-steps", type=positive_int, default=None,
                    help="steps of deepfool/fmn (default: 50 and 100)")
     p.add_argument("--step-size", type=positive_float, default=None,
-                   help="absolute step size of ifgsm/pgd (default: ifgsm Kurakin's, pgd 2.5*eps/steps)")
+                   help="absolute step size of ifgsm/pgd (default: ifgsm Kurakin's, pgd 2.5*eps/steps); apgd-* and "
+                   "autoattack choose their own")
     p.add_argument("--no-random-start", dest="random_start", action="store_false",
                    help="start pgd from the clean input (default: random start)")
-    p.add_argument("--loss", choices=("ce", "margin"), default="ce", help="loss ascended by fgsm/ifgsm/pgd")
+    p.add_argument("--loss", choices=("ce", "margin"), default="ce",
+                   help="loss ascended by fgsm/ifgsm/pgd (default: ce); apgd-*, fab, square and autoattack use their own")
+    p.add_argument("--autoattack-version", choices=AUTOATTACK_VERSIONS, default="standard",
+                   help="the ensemble of --attacks autoattack: standard (APGD-CE, APGD-T, FAB-T, Square), fast "
+                   "(about a tenth of the cost) or rand (for randomised models) (default: standard)")
     p.add_argument("--overshoot", type=nonneg_float, default=0.02, help="deepfool overshoot (default: 0.02)")
     p.add_argument("--n", type=positive_int, default=None, help="evaluate the first N test inputs (default: all)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="inputs per attack call (default: 256)")
     p.add_argument("--seed", nargs="+", type=seed_int, default=[0], metavar="SEED",
-                   help="seed(s); randomised attacks (pgd, noise) run once per seed (default: 0)")
+                   help="seed(s); randomised attacks (pgd, noise, apgd-*, fab, square, autoattack) run once per seed "
+                   "(default: 0)")
     add_output_options(p, out="runs/attack", plot="accuracy_vs_eps.png", progress="progress bars")
     add_model_source_options(p)
     p.set_defaults(func=run)
@@ -103,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         loss=args.loss, overshoot=args.overshoot, n=args.n, batch_size=args.batch_size, seeds=args.seed,
         dataset=args.dataset, data_root=args.data_root, device=args.device,
         progress=bool(args.progress or sys.stderr.isatty()), model_source=model_source(args),
+        autoattack_version=args.autoattack_version,
     )
     written = write_attack_run(result, args.out, plot=args.plot)
 

@@ -88,8 +88,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="AutoAttack version run beside IFGSM in the adversarial study and compare-methods (default: the "
                    "protocol's, fast)")
     g.add_argument("--autoattack-eps", type=positive_float, metavar="EPS",
-                   help="l_inf radius of the AutoAttack rows in the adversarial study (default: the protocol's, 0.1; "
-                   "compare-methods uses --eps-linf)")
+                   help="l_inf radius of the AutoAttack rows in the adversarial study (default: the protocol's (0.1; "
+                   "cifar10 8/255); compare-methods uses --eps-linf)")
     g = p.add_argument_group("compare-methods settings (default: the dataset's, see deepmargin.experiments.compare)")
     g.add_argument("--compare-noise", type=unit_float, help="label noise of the noisy runs (default 0.4)")
     g.add_argument("--eps-l2", type=positive_float, help="l_2 budget of the error-at-eps column (digits 0.5)")

@@ -18,8 +18,10 @@ from types import ModuleType
 COMMANDS: dict[str, str] = {
     "train": "train a model (cross-entropy, hinge or large margin); writes metrics and checkpoints to --out",
     "evaluate": "test accuracy and per-layer linearised margins of a checkpoint",
-    "attack": "accuracy under adversarial attacks and noise vs epsilon (white-box and transfer)",
-    "robustness": "distance of test inputs to the decision boundary: minimum-norm attacks, linearised margins, rho_adv",
+    "attack": "accuracy vs epsilon under attacks (FGSM to AutoAttack) and noise, white-box and transfer, of checkpoints "
+              "or any classifier",
+    "robustness": "distance to the decision boundary (minimum-norm attacks, linearised margins, rho_adv) and AutoAttack "
+                  "robust accuracy, of checkpoints or any classifier",
     "detect": "detect adversarial inputs by their margin p-value (Kesidis et al.): AUC, TPR at a false-positive rate",
     "experiment": "run a study of Elsayed et al. (noisy-labels, limited-data, adversarial, or all), or compare-methods "
                   "(every margin method side by side), and write rows, plots and a report",

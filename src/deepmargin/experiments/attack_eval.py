@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AttackRun", "DEFAULT_EPS", "DEFAULT_SNR", "attack_checkpoints", "attack_jobs", "load_model_source"]
+__all__ = ["AttackRun", "DEFAULT_EPS", "DEFAULT_SNR", "attack_checkpoints", "attack_jobs", "ignored_options",
+           "load_model_source"]
 
 #: Radii when none are given.
 DEFAULT_EPS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
@@ -83,6 +84,7 @@ def attack_checkpoints(
     device: str = "cpu",
     progress: bool = False,
     model_source: ModelSource | None = None,
+    autoattack_version: str = "standard",
 ) -> AttackRun:
     """Accuracy of every checkpoint under every attack, norm, radius and seed (``deepmargin attack``).
 
@@ -93,6 +95,14 @@ def attack_checkpoints(
     snr). Randomised attacks (PGD with a random start, noise) run once per seed; torch, numpy and
     ``random`` are seeded with each run's seed. With ``source``, every attack but noise is also
     crafted on it and transferred (rows with setting ``transfer``).
+
+    ``autoattack`` runs the ensemble of ``autoattack_version`` (``standard``, ``fast`` or ``rand``),
+    with its own budgets: ``steps``, ``step_size`` and ``loss`` do not apply to it, nor to
+    ``apgd-*``/``fab``/``square`` (``steps`` does apply to ``apgd-*`` and ``fab``). A setting given
+    that an attack of the run ignores is named in one warning (and in ``config['ignored']``). The rows
+    of ``autoattack`` carry the reliability flags that fired at their radius (``flags``,
+    ``;``-separated: on the model for white-box rows, on the source for transfer rows); the rows of
+    the other attacks an empty ``flags`` (``None``).
 
     With ``model_source`` (any classifier: ``--model-file`` or ``--model``, see
     :class:`~deepmargin.experiments.external.ModelSource`) that model is measured instead of
@@ -123,7 +133,14 @@ def attack_checkpoints(
     def attack(name: str, norm: str | None, seed: int) -> Any:
         return build_attack(name, norm=norm or "linf", bounds=bounds,
                             steps=min_norm_steps if name in MIN_NORM_ATTACKS else steps, step_size=step_size,
-                            random_start=random_start, loss=loss, overshoot=overshoot, noise_mode=noise_mode, seed=seed)
+                            random_start=random_start, loss=loss, overshoot=overshoot, noise_mode=noise_mode, seed=seed,
+                            version=autoattack_version)
+
+    given = {"steps": steps is not None, "step_size": step_size is not None, "loss": loss != "ce",
+             "random_start": not random_start, "overshoot": overshoot != 0.02, "min_norm_steps": min_norm_steps is not None,
+             "noise_mode": noise_mode != "std", "noise_levels": noise_levels is not None,
+             "autoattack_version": autoattack_version != "standard"}
+    ignored = ignored_options(attacks, [name for name, set_ in given.items() if set_])
 
     rows: list[dict[str, Any]] = []
     jobs = attack_jobs(attacks, norms, seeds, random_start=random_start)
@@ -133,11 +150,12 @@ def attack_checkpoints(
         current = attack(attack_name, norm, seed)
         epsilons = levels if attack_name == "noise" else eps_by_norm[norm]
         seed_everything(seed)
-        rows += accuracy_vs_epsilon(models, current, x, y, epsilons, attack_name=attack_name,
-                                    batch_size=batch_size, seed=seed, progress=progress)
+        rows += _with_flags(current, accuracy_vs_epsilon(models, current, x, y, epsilons, attack_name=attack_name,
+                                                         batch_size=batch_size, seed=seed, progress=progress))
         if source_model is not None and attack_name != "noise":
-            rows += accuracy_vs_epsilon(models, current, x, y, epsilons, source=source_model, source_name=source_name,
-                                        attack_name=attack_name, batch_size=batch_size, seed=seed, progress=progress)
+            rows += _with_flags(current, accuracy_vs_epsilon(
+                models, current, x, y, epsilons, source=source_model, source_name=source_name,
+                attack_name=attack_name, batch_size=batch_size, seed=seed, progress=progress))
         job_log.update()
     warn_if_transfer_beats_whitebox(rows)
 
@@ -164,10 +182,66 @@ def attack_checkpoints(
         "batch_size": batch_size,
         "seeds": seeds,
         "device": device,
+        "autoattack_version": autoattack_version,
+        "ignored": ignored,
         "attack_objects": sorted({repr(attack(a, norm_, s)) for a, norm_, s in jobs}),
         "torch_version": torch.__version__,
     }
     return AttackRun(rows=rows, config=config, dataset=dataset, n=len(y))
+
+
+#: The options of :func:`attack_checkpoints` (with their flags) and the attacks that use each one.
+_OPTION_USERS = {
+    "steps": ("--steps", ("ifgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab")),
+    "step_size": ("--step-size", ("ifgsm", "pgd")),
+    "loss": ("--loss", ("fgsm", "ifgsm", "pgd")),
+    "random_start": ("--no-random-start", ("pgd",)),
+    "overshoot": ("--overshoot", ("deepfool",)),
+    "min_norm_steps": ("--min-norm-steps", ("deepfool", "fmn")),
+    "noise_mode": ("--noise-mode", ("noise",)),
+    "noise_levels": ("--noise-levels", ("noise",)),
+    "autoattack_version": ("--autoattack-version", ("autoattack",)),
+}
+#: The options several attack families read (the others belong to one attack each).
+_SHARED_OPTIONS = ("steps", "step_size", "loss")
+
+
+def ignored_options(attacks: Sequence[str], given: Sequence[str]) -> dict[str, list[str]]:
+    """``{option: [attacks that ignore it]}`` for the options ``given`` that attacks of the run do not use; one
+    logged warning names them.
+
+    ``steps``, ``step_size`` and ``loss`` are named with every chosen attack that ignores them but
+    ``noise`` (``steps`` configures ifgsm/pgd/apgd-*/fab, not square or autoattack, whose budgets are
+    fixed; ``loss`` and ``step_size`` only fgsm/ifgsm/pgd); the options of one attack (``overshoot``,
+    ``noise_levels``, ``autoattack_version``...) only when no chosen attack uses them.
+
+    Example:
+        >>> ignored_options(["pgd", "autoattack"], ["loss", "steps"])
+        {'loss': ['autoattack'], 'steps': ['autoattack']}
+    """
+    chosen = list(dict.fromkeys(attacks))
+    out = {}
+    for option in given:
+        users = _OPTION_USERS[option][1]
+        idle = [name for name in chosen if name not in users and name != "noise"]
+        if option in _SHARED_OPTIONS and idle or not any(name in users for name in chosen):
+            out[option] = idle or chosen
+    if out:
+        logger.warning("options that do not apply to the chosen attack(s) are ignored: %s", "; ".join(
+            f"{_OPTION_USERS[o][0]} by {', '.join(idle)} (it applies to {', '.join(_OPTION_USERS[o][1])})"
+            for o, idle in out.items()))
+    return out
+
+
+def _with_flags(attack: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with a ``flags`` column: the AutoAttack flags that fired at each row's radius (``;``-separated),
+    ``None`` (an empty cell) when none did and for other attacks; the attack's record is then cleared."""
+    fired = getattr(attack, "sweep_flags", None)
+    for row in rows:
+        row["flags"] = (";".join(fired.get(float(row["eps"]), [])) if isinstance(fired, dict) else "") or None
+    if isinstance(fired, dict):
+        attack.reset_sweep_flags()
+    return rows
 
 
 def load_model_source(
