@@ -386,3 +386,29 @@ def test_why_certification_is_skipped_is_said_for_each_source(options, says):
     from deepmargin.experiments.external import ModelSource
 
     assert says in ModelSource(**options).why_not_certified
+
+
+# --------------------------------------------------------------------------- more error messages
+
+
+def test_torchscript_errors_are_quoted_by_their_last_line_and_weights_that_are_torchscript(nets, tmp_path, capfd):
+    _, module, _, _ = nets
+    scripted = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.script(module.Net().eval()), str(scripted))
+    with pytest.raises(ValueError, match=r"Calling it on a batch of shape \(1, 50\) raised RuntimeError: mat1 and mat2 "
+                                         r"shapes cannot be multiplied \(1x50 and 64x10\)$"):
+        load_classifier(model_file=scripted, input_shape=(50,))
+    with pytest.raises(ValueError, match=r"'weights' parameter .* it is a TorchScript file \(torch.jit.save\), which "
+                                         r"holds the model itself: pass it with --model-file"):
+        load_classifier(model="dm_hostile_nets:Net", weights=scripted)
+    (tmp_path / "garbage.pt").write_bytes(b"nonsense")
+    with pytest.raises(ValueError, match=r"torch.jit.load failed with RuntimeError: PytorchStreamReader failed reading "
+                                         r"zip archive: not a ZIP archive\. Got"):
+        load_classifier(model_file=tmp_path / "garbage.pt")
+    assert "UserWarning" not in capfd.readouterr().err
+
+
+def test_a_callable_that_needs_arguments_is_blamed_on_model_without_model_kwargs(nets):
+    with pytest.raises(ValueError, match=r"'model' parameter .* calling dm_hostile_nets:Net.__init__\(\) raised "
+                                         r"TypeError: .*missing 1 required positional argument: 'self'\. Got"):
+        load_classifier(model="dm_hostile_nets:Net.__init__")

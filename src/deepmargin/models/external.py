@@ -30,6 +30,7 @@ import importlib
 import inspect
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,8 +57,8 @@ _OWNER = "load_classifier"
 def _channel_error(owner: str, name: str, stats: torch.Tensor, shape: Sequence[int]) -> ValueError:
     """'The 'mean' parameter ... (--mean) must hold 1 or C numbers, one per channel ...': the fix included."""
     channels = int(shape[0]) if len(shape) else 0
-    what = "channel" if len(shape) > 1 else "feature of flat inputs"
-    return param_error(owner, name, f"1 or {channels} numbers (--{name}): one per {what} of the inputs, whose shape "
+    what, inputs = ("channel", "inputs") if len(shape) > 1 else ("feature", "flat inputs")
+    return param_error(owner, name, f"1 or {channels} numbers (--{name}): one per {what} of the {inputs}, whose shape "
                        f"{tuple(shape)} has {channels} {what}{'s' if channels != 1 else ''}",
                        f"{stats.numel()} numbers {[round(v, 6) for v in stats.tolist()]}")
 
@@ -72,9 +73,19 @@ class ClassifierError(RuntimeError):
     user_error = True
 
 
+def _error_text(err: BaseException) -> str:
+    """An error's message on one line; of a TorchScript error (a traceback of the scripted code), its last line."""
+    text = str(err)
+    if "Traceback of TorchScript" in text:  # the last line is "RuntimeError: what went wrong"
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = re.sub(r"^[\w.]*(Error|Exception): ", "", lines[-1]) if lines else text
+    text = text.split(" This is an internal miniz error.")[0]  # torch's advice on corrupt zip files follows
+    return " ".join(text.split()).rstrip(".")  # quoted inside a sentence
+
+
 def _one_line(err: BaseException, limit: int = 300) -> str:
     """``'RuntimeError: batch too big'``: an error's type and message on one line."""
-    text = " ".join(str(err).split())
+    text = _error_text(err)
     return f"{type(err).__name__}: {text[:limit]}{' ...' if len(text) > limit else ''}" if text else type(err).__name__
 
 
@@ -272,7 +283,7 @@ class ClassifierAdapter(nn.Module):
 
     def _call_error(self, err: Exception, x: torch.Tensor) -> Exception:
         """The error ``err`` of the wrapped model, re-raised naming the source and the batch shape."""
-        text = " ".join(str(err).split())
+        text = _error_text(err)
         message = (f"The model ({self.source or type(self.model).__name__}) raised {type(err).__name__} on a batch "
                    f"of inputs of shape {tuple(x.shape)}{': ' + text[:300] if text else ''}")
         if isinstance(err, (ValueError, TypeError)):
@@ -371,7 +382,7 @@ def _build_from_callable(spec: str, kwargs: Mapping[str, Any]) -> nn.Module:
     try:
         net = factory(**kwargs)
     except TypeError as err:
-        if _kwargs_refused(factory, kwargs):
+        if kwargs and _kwargs_refused(factory, kwargs):
             raise param_error(_OWNER, "model_kwargs", f"keyword arguments that {spec} accepts; calling it raised "
                               f"{_one_line(err)} (fix --model-kwargs)", dict(kwargs)) from err
         raise param_error(_OWNER, "model", f"a 'module:callable' (--model) that builds the model; calling "
@@ -396,11 +407,16 @@ def _state_dict(weights: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:
         raise FileNotFoundError(f"The 'weights' parameter of {_OWNER} must name an existing state-dict file. "
                                 f"Got '{path}', which {'is not a file' if path.exists() else 'does not exist'}.")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with _torch_logs_captured():  # torch warns before refusing a TorchScript archive
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # refused unpickling, a TorchScript or exported file, garbage
+        if "TorchScript" in str(err):
+            reason = ("it is a TorchScript file (torch.jit.save), which holds the model itself: pass it with "
+                      "--model-file (model_file) instead of --model and --weights")
+        else:
+            reason = f"reading it failed with {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         raise param_error(_OWNER, "weights", "a state dict saved with torch.save(model.state_dict(), path) and "
-                          f"readable with torch.load(path, weights_only=True); reading it failed with "
-                          f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", str(path)) from err
+                          f"readable with torch.load(path, weights_only=True); {reason}", str(path)) from err
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -489,8 +505,8 @@ def _load_file(model_file: str | os.PathLike[str]) -> nn.Module:
             hint = ("; it reads as a plain torch.save file (a state dict?): pass model='module:callable' "
                     "(--model) with weights=this file (--weights) instead")
         raise param_error(_OWNER, "model_file", f"a TorchScript file saved with torch.jit.save, or an exported "
-                          f"program ending in {EXPORTED_SUFFIX}; torch.jit.load failed with {type(err).__name__}: "
-                          f"{' '.join(str(err).split())[:200]}{hint}", str(path)) from err
+                          f"program ending in {EXPORTED_SUFFIX}; torch.jit.load failed with {_one_line(err, 200)}{hint}",
+                          str(path)) from err
 
 
 def check_classifier(model: nn.Module, input_shape: Sequence[int], *, seed: int = 0) -> int:
