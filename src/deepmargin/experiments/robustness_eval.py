@@ -433,7 +433,7 @@ def measure_checkpoints(
     ``dataset`` (required then); its rows are named after the file's stem or the ``module:callable``,
     their ``checkpoint`` is the file or the ``module:callable``, and ``config['model_source']``
     records the source. Certification is skipped for it (the Lipschitz bound walks the layers of
-    an ``nn.Module``, not a TorchScript or exported graph): the certified columns stay empty.
+    an ``nn.Module`` it can walk; ``ModelSource.why_not_certified`` says why per source): the certified columns stay empty.
     """
     from ..metrics import rho_adv
     from .attack_eval import load_model_source
@@ -468,8 +468,8 @@ def measure_checkpoints(
     chunks = math.ceil(len(y) / batch_size)
     certifying = certified and "l2" in norms
     if certifying and external is not None:
-        logger.warning("%s: certification skipped (the Lipschitz bound cannot walk a TorchScript or exported graph); "
-                       "the certified columns stay empty", ", ".join(models))
+        logger.warning("%s: certification skipped (%s); the certified columns stay empty", ", ".join(models),
+                       model_source.why_not_certified)
         certifying = False
     total = len(models) * (len(norms) * chunks + ("l2" in norms) + certifying)
     if suite is not None:
