@@ -155,3 +155,18 @@ def test_the_report_setup_says_where_denominators_were_cached_and_which_autoatta
     assert notes[0].startswith("training overrides for the `margin` presets: denominator_refresh=5 (")
     assert notes[1].startswith("AutoAttack `fast` (l_inf, eps 0.1) beside IFGSM on the attacked test inputs (300)")
     assert _protocol_notes({**PROTOCOLS["digits"].to_dict(), "autoattack": "none"}) == []
+
+
+def test_mnist5k_limited_data_runs_scale_the_learning_rate_decay_to_their_epochs():
+    from deepmargin.experiments import build_plan
+
+    def decays(dataset):
+        plan = build_plan(StudyOptions(studies=("limited-data",), dataset=dataset, seeds=(0,), losses=("ce",)))
+        return {c.config["train_fraction"]: (c.config["epochs"], c.config["lr_decay"]) for c in plan.cells.values()}
+
+    got = decays("mnist-5k")
+    assert got[1.0] == (10, 0.95)
+    for fraction in (0.2, 0.05, 0.02125):  # the decay over the whole run equals the full-data run's 0.95 ** 10
+        epochs, decay = got[fraction]
+        assert decay ** epochs == pytest.approx(0.95 ** 10)
+    assert {d for _e, d in decays("digits").values()} == {PROTOCOLS["digits"].lr_decay}  # digits unchanged

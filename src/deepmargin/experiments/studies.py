@@ -383,6 +383,8 @@ def _train_config(
     _apply_overrides(config, protocol.train_overrides.get(family, {}))
     scale = min(1.0 / fraction, protocol.max_epoch_scale) if fraction < 1 else 1.0
     config["epochs"] = max(1, int(round(protocol.epochs * scale)))
+    if protocol.scale_lr_decay and scale > 1 and config.get("lr_schedule") == "exponential":
+        config["lr_decay"] = float(config["lr_decay"]) ** (1.0 / scale)  # the run's decay spans it as on full data
     config.update(label_noise=float(noise), train_fraction=float(fraction), seed=int(seed))
     return TrainConfig.from_dict(config).to_dict()
 
