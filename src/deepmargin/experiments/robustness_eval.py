@@ -436,8 +436,7 @@ def measure_checkpoints(
     an ``nn.Module`` it can walk; ``ModelSource.why_not_certified`` says why per source): the certified columns stay empty.
     """
     from ..metrics import rho_adv
-    from .attack_eval import load_model_source
-    from .checkpoints import check_models, load_checkpoints, load_test_split
+    from .checkpoints import check_models
 
     owner = "measure_checkpoints"
     if suite is not None and suite not in SUITE_VERSIONS:
@@ -447,16 +446,8 @@ def measure_checkpoints(
                                  "suite_batch_size", owner, low=1, type_exc=ValueError)
     norms = list(dict.fromkeys(norms))
     eps_by_norm = resolve_eps(norms, eps_l2, eps_linf)
-    external = load_model_source(checkpoints, model_source, dataset, n=n, device=device, owner=owner)
-    if external is not None:
-        models, x, y, bounds, dataset = external
-        root = None
-        paths = {name: str(model_source.model_file or model_source.model) for name in models}
-    else:
-        models, metas = load_checkpoints(checkpoints, device)  # all read before any attack runs
-        x, y, bounds, dataset, root = load_test_split(metas, command="robustness", data_root=data_root, n=n,
-                                                      device=device, dataset=dataset)
-        paths = dict(zip(models, [str(p) for p in checkpoints]))
+    external, models, x, y, bounds, dataset, root, paths = _load_measured(
+        checkpoints, model_source, dataset, data_root=data_root, n=n, device=device, owner=owner)
     if x.shape[0] == 0:
         raise ValueError(f"The test split of {dataset!r} is empty; nothing to measure.")
     logger.info("dataset %s: %d test inputs, bounds %s", dataset, len(y), bounds)
@@ -514,12 +505,51 @@ def measure_checkpoints(
                                            on_batch=lambda: bar.update(1), label=name)
                     suite_summary.append({"model": name, **entry, "dataset": dataset, "checkpoint": paths[name]})
 
+    config = _run_config(
+        paths=paths if external is None else {}, dataset=dataset, root=root, n=len(y), bounds=bounds, norms=norms,
+        eps_by_norm=eps_by_norm, attack=attack, steps=steps, attacks=attacks, rho_attack=rho_attack, batch_size=batch_size,
+        certifying=certifying, lipschitz_iterations=lipschitz_iterations, lipschitz=lipschitz, device=device,
+        model_source=model_source, suite=suite, suite_seed=suite_seed, suite_batch_size=suite_batch_size,
+        suite_summary=suite_summary)
+    stage_rows = [row for e in suite_summary
+                  for row in suite_rows(e, model=e["model"], dataset=e["dataset"], checkpoint=e["checkpoint"])]
+    return RobustnessRun(summary_rows=summary_rows, margin_rows=margin_rows, config=config, dataset=dataset, n=len(y),
+                         suite_rows=stage_rows, suite_summary=suite_summary)
+
+
+def _load_measured(checkpoints: Sequence[str], model_source: Any, dataset: str | None, *, data_root: str | None,
+                   n: int | None, device: str, owner: str) -> tuple:
+    """The models :func:`measure_checkpoints` measures and their test split: ``(external, models, x, y,
+    bounds, dataset, data root, {name: checkpoint path or model source})``; every file read before any
+    attack runs."""
+    from .attack_eval import load_model_source
+    from .checkpoints import load_checkpoints, load_test_split
+
+    external = load_model_source(checkpoints, model_source, dataset, n=n, device=device, owner=owner)
+    if external is not None:
+        models, x, y, bounds, dataset = external
+        paths = {name: str(model_source.model_file or model_source.model) for name in models}
+        return external, models, x, y, bounds, dataset, None, paths
+    models, metas = load_checkpoints(checkpoints, device)
+    x, y, bounds, dataset, root = load_test_split(metas, command="robustness", data_root=data_root, n=n,
+                                                  device=device, dataset=dataset)
+    return None, models, x, y, bounds, dataset, root, dict(zip(models, [str(p) for p in checkpoints]))
+
+
+def _run_config(*, paths: Mapping[str, str], dataset: str, root: str | None, n: int, bounds: Sequence[float],
+                norms: Sequence[str], eps_by_norm: Mapping[str, list[float]], attack: str, steps: int | None,
+                attacks: Mapping[str, Any], rho_attack: Any, batch_size: int, certifying: bool,
+                lipschitz_iterations: int, lipschitz: Mapping[str, Any], device: str, model_source: Any,
+                suite: str | None, suite_seed: int, suite_batch_size: int,
+                suite_summary: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What ``config.json`` of ``deepmargin robustness`` records (the ``model_source`` and ``suite`` keys
+    only when given, so a run of checkpoints without a suite writes it as before)."""
     config = {
         "command": "robustness",
-        "checkpoints": paths if external is None else {},
+        "checkpoints": dict(paths),
         "dataset": dataset,
         "data_root": root,
-        "n": len(y),
+        "n": n,
         "bounds": list(bounds),
         "norms": norms,
         "eps": eps_by_norm,
@@ -542,7 +572,4 @@ def measure_checkpoints(
             "attacks": {norm: next((e["attacks"] for e in suite_summary if e["norm"] == norm and e["attacks"]), [])
                         for norm in norms},
         }
-    stage_rows = [row for e in suite_summary
-                  for row in suite_rows(e, model=e["model"], dataset=e["dataset"], checkpoint=e["checkpoint"])]
-    return RobustnessRun(summary_rows=summary_rows, margin_rows=margin_rows, config=config, dataset=dataset, n=len(y),
-                         suite_rows=stage_rows, suite_summary=suite_summary)
+    return config
